@@ -1,0 +1,365 @@
+"""slurm_querier: reads Slurm on the poll interval and when the hook nudges, hands jobs to the translator.
+
+A poll reads the window since the last acknowledged poll (lastRunPath's mtime, as the original;
+clamped to slurmQueryMaxSpan) in chunks of slurmQueryChunk seconds, plus one snapshot of the jobs
+slurmctld still holds (their resources). The window only moves on once the translator has
+acknowledged every batch of the poll, so a crash anywhere re-reads it: the outbox makes that
+harmless.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import time
+
+import msgspec
+import zmq
+
+from actors import VERSION
+from actors.backoff import compute_backoff
+from actors.errors import SlurmError
+from actors.logs import job_tag
+from actors.messages import NULL_RAW, BatchDone, JobNudge, QuerierInbox, SlurmBatch, SlurmJobRecord
+from actors.node_states import nodestate_body
+from actors.outbox import NODESTATE_KEY, Outbox
+from actors.runtime import POLL_TIMEOUT_MS, ActorRuntime
+from actors.slurm_cli import SlurmCommands, SlurmRelease
+
+RECORDS_PER_BATCH = 500  #: bounds one message; a busy week arrives as many batches
+ACK_TIMEOUT_S = 15.0  #: a batch the translator did not acknowledge by then is sent again (it died)
+#: Each poll re-reads this far behind the watermark. slurmdbd learns of a job, and of its end, some
+#: seconds after slurmctld (measured here: up to 5 s, more under load); a window that ran before the
+#: record arrived must be read again, or the job (or its stop) is never seen. The original re-reads
+#: 1 s, which lost jobs on the test bench; the outbox makes re-reading harmless.
+WINDOW_OVERLAP_S = 60
+MAX_RETRY_DELAY_S = 60.0
+#: A hook event is queried this soon (at most slurmQueryDelay): events arriving meanwhile share
+#: the one sacct call, and a call in progress batches whatever arrives during it.
+NUDGE_GATHER_S = 0.2
+NUDGE_RETRY_S = 0.25  #: first retry of a hook-nudged job whose final record sacct does not show yet
+VERSION_KEY = "adapter.version"  #: kv: the adapter version that last ran on this store
+
+
+class JobsDoc(msgspec.Struct):
+    jobs: list[msgspec.Raw] = []
+
+
+class _Time(msgspec.Struct, frozen=True):
+    start: int | None = 0
+    end: int | None = 0
+
+
+class _State(msgspec.Struct, frozen=True):
+    current: str | list[str] | None = None
+
+
+class JobKey(msgspec.Struct):
+    """Just enough of a job record to route it and to tell whether sacct has its final record."""
+
+    job_id: int
+    cluster: str | None = ""
+    name: str | None = ""
+    partition: str | None = ""
+    time: _Time = _Time()
+    state: _State = _State()
+
+    @property
+    def is_placeholder(self) -> bool:
+        # slurmdbd's first 1-5 s after a start: name "allocation", no partition, state PENDING.
+        return self.name == "allocation" and not self.partition
+
+    @property
+    def progress(self) -> tuple:
+        """What changes when a job moves on; a record with the same progress says nothing new."""
+        state = self.state.current
+        return (self.time.start, self.time.end, tuple(state) if isinstance(state, list) else state,
+                self.is_placeholder)
+
+    def ready_for(self, context: str) -> bool:
+        if self.is_placeholder:
+            return False
+        if context == "epilog_slurmctld":
+            return bool(self.time.end)
+        return bool(self.time.start)
+
+
+_doc_decoder = msgspec.json.Decoder(JobsDoc)
+_key_decoder = msgspec.json.Decoder(JobKey)
+
+
+def split_jobs(document: bytes, what: str) -> list[tuple[JobKey, msgspec.Raw]]:
+    """One (key, raw record) per job; a record whose key cannot be read is skipped and logged."""
+    try:
+        raws = _doc_decoder.decode(document).jobs
+    except msgspec.DecodeError as e:
+        raise SlurmError(f"{what} printed something that is not Slurm JSON: {e}") from None
+    result = []
+    for index, raw in enumerate(raws):
+        try:
+            result.append((_key_decoder.decode(raw), raw))
+        except msgspec.DecodeError as e:
+            log_line = f"{what}: $.jobs[{index}] has no usable job_id/cluster ({e}); skipped"
+            result.append((None, log_line))
+    return result
+
+
+class Nudge:
+    def __init__(self, nudge: JobNudge, due_at: float):
+        self.cluster, self.job_id, self.context = nudge.cluster, nudge.job_id, nudge.context
+        self.due_at = due_at
+        self.attempts = 0
+
+
+class Querier:
+    def __init__(self, rt: ActorRuntime, to_translator: zmq.Socket, outbox: Outbox):
+        self.rt = rt
+        self.outbox = outbox
+        self.config = rt.config
+        self.log = rt.log
+        self.to_translator = to_translator
+        self.slurm = SlurmCommands(rt.config.slurm_command_timeout, while_waiting=rt.beat)
+        self.release: SlurmRelease | None = None
+        self.cluster = ""
+        self.ignore_hosts = re.compile(rt.config.ignore_hosts) if rt.config.ignore_hosts else None
+        self.batch_ids = itertools.count(int(time.time() * 1000))
+        self.outstanding: dict[int, tuple[SlurmBatch, float, int | None]] = {}  # id -> (batch, sent_at, poll)
+        self.poll_pending: dict[int, tuple[float, set[int]]] = {}  # poll id -> (window end, batch ids)
+        self.acknowledged: dict[tuple[str, int], tuple] = {}  # job -> progress the translator has
+        self.progress_sent: dict[int, dict[tuple[str, int], tuple]] = {}  # poll id -> job -> progress
+        self.in_window: set[tuple[str, int]] = set()  # jobs of the current poll's window
+        self.nudges: dict[tuple[str, int], Nudge] = {}
+        self.failures = 0
+        self.next_poll_at = time.time() + self.config.slurm_query_delay
+        self.facts = rt.facts
+        self.facts.update({"polls": 0, "last_poll_at": None, "last_error": "", "slurm_release": None,
+                           "watermark": self.watermark(), "pending_nudges": 0, "slurm_calls": 0})
+
+    def retry_quarantined_after_upgrade(self) -> None:
+        if (self.outbox.kv_get(VERSION_KEY) or b"").decode() != VERSION:
+            count = self.outbox.quarantine_retry_all()
+            if count:
+                self.log.info("adapter %s: translating %d quarantined job(s) again", VERSION, count)
+            self.outbox.kv_set(VERSION_KEY, VERSION.encode())
+
+    def nudge_quarantine_retries(self, now: float) -> None:
+        for cluster, job_id in self.outbox.quarantine_take_retries():
+            self.on_nudge(JobNudge(cluster=cluster, job_id=job_id, source="ctl", at=now), now)
+
+    # --- the watermark: lastRunPath's mtime, as the original ----------------------------------
+
+    def watermark(self) -> float:
+        try:
+            return os.stat(self.config.last_run_path).st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    def set_watermark(self, unix_s: float) -> None:
+        path = self.config.last_run_path
+        if not os.path.exists(path):
+            open(path, "a").close()
+        os.utime(path, (unix_s, unix_s))
+        self.facts["watermark"] = unix_s
+
+    # --- Slurm ----------------------------------------------------------------------------------
+
+    def ensure_release(self) -> SlurmRelease:
+        if self.release is None:
+            release = self.slurm.release()
+            if release.newer_than_known:
+                self.log.warning("Slurm %s is newer than the releases we know; reading it like the newest", release)
+            elif not release.known:
+                self.log.warning("Slurm %s is not a release we know; reading it like its nearest", release)
+            self.cluster = self.slurm.cluster_name()
+            self.log.info("Slurm release %s, cluster %s", release, self.cluster)
+            self.release = release
+            self.facts["slurm_release"] = release.text
+        return self.release
+
+    def record_node_states(self) -> None:
+        """sinfo's node states, for rest_submitter to pass on to cc-backend (a failure costs only this)."""
+        try:
+            body = nodestate_body(self.slurm.sinfo(), self.cluster, self.ignore_hosts)
+        except SlurmError as e:
+            self.log.warning("node states not updated: %s", e)
+            return
+        self.outbox.kv_set(NODESTATE_KEY, body)
+
+    def live_index(self) -> dict[int, msgspec.Raw]:
+        document = self.slurm.live_jobs(self.ensure_release())
+        return {key.job_id: raw for key, raw in split_jobs(document, "live jobs") if key is not None}
+
+    # --- polls ----------------------------------------------------------------------------------
+
+    def poll(self, now: float) -> None:
+        release = self.ensure_release()
+        start = max(self.watermark() - WINDOW_OVERLAP_S, 0)
+        if start < now - self.config.slurm_query_max_span:
+            if start > 0:
+                self.log.warning("last poll was %d s ago; reading only the last %d s (slurmQueryMaxSpan)",
+                                 now - start, self.config.slurm_query_max_span)
+            start = now - self.config.slurm_query_max_span
+        poll_id = next(self.batch_ids)
+        batch_ids: set[int] = set()
+        self.in_window = set()
+        chunk = max(60, self.config.slurm_query_chunk)
+        chunk_start = start
+        while chunk_start < now:
+            chunk_end = min(now, chunk_start + chunk)
+            rows = split_jobs(self.slurm.sacct_window(chunk_start, chunk_end), "sacct")
+            # slurmctld's view is taken after the accounting one: a job sacct shows running is then
+            # running there too, with its allocation (taken before, it could still be pending).
+            live = self.live_index()
+            for part in _batches(self.records(rows, live, poll_id)):
+                batch_ids.add(self.send_batch(part, release, "poll", poll_id))
+            chunk_start = chunk_end
+        self.poll_pending[poll_id] = (now, batch_ids)
+        self.record_node_states()
+        self.facts["polls"] += 1
+        self.facts["last_poll_at"] = now
+        self.log.info("poll %s..%s: %d batches to the translator", int(start), int(now), len(batch_ids))
+        self.finish_poll_if_done(poll_id)
+
+    def records(self, rows, live: dict[int, msgspec.Raw], poll_id: int) -> list[SlurmJobRecord]:
+        """The jobs whose progress changed since the translator last acknowledged them; a long
+        running job is sent once while it runs and once when it ends, not at every poll."""
+        records = []
+        for key, raw in rows:
+            if key is None:
+                self.log.warning("%s", raw)
+                continue
+            job = (key.cluster or "", key.job_id)
+            self.in_window.add(job)
+            if self.acknowledged.get(job) == key.progress:
+                continue
+            self.progress_sent.setdefault(poll_id, {})[job] = key.progress
+            records.append(SlurmJobRecord(job_id=key.job_id, cluster=key.cluster or "", sacct=raw,
+                                          live=live.get(key.job_id, NULL_RAW)))
+        return records
+
+    def send_batch(self, records: list[SlurmJobRecord], release: SlurmRelease, source: str, poll_id: int | None) -> int:
+        batch = SlurmBatch(batch_id=next(self.batch_ids), release=release.text, source=source,
+                           polled_at=time.time(), records=records)
+        self.outstanding[batch.batch_id] = (batch, time.time(), poll_id)
+        if not self.rt.send(self.to_translator, batch):
+            self.log.warning("translator queue full; batch %d will be sent again", batch.batch_id)
+        return batch.batch_id
+
+    def on_batch_done(self, done: BatchDone) -> None:
+        entry = self.outstanding.pop(done.batch_id, None)
+        if entry is None:
+            return
+        poll_id = entry[2]
+        if poll_id in self.poll_pending:
+            self.poll_pending[poll_id][1].discard(done.batch_id)
+            self.finish_poll_if_done(poll_id)
+
+    def finish_poll_if_done(self, poll_id: int) -> None:
+        window_end, batch_ids = self.poll_pending[poll_id]
+        if not batch_ids:
+            del self.poll_pending[poll_id]
+            self.set_watermark(window_end)
+            self.acknowledged.update(self.progress_sent.pop(poll_id, {}))
+            # forget jobs that left the window, so the memory follows the window, not the history
+            self.acknowledged = {job: p for job, p in self.acknowledged.items() if job in self.in_window}
+
+    def resend_unacknowledged(self, now: float) -> None:
+        for batch_id, (batch, sent_at, poll_id) in list(self.outstanding.items()):
+            if now - sent_at > ACK_TIMEOUT_S:
+                self.log.warning("batch %d not acknowledged in %d s; sending it again", batch_id, ACK_TIMEOUT_S)
+                self.outstanding[batch_id] = (batch, now, poll_id)
+                self.rt.send(self.to_translator, batch)
+
+    # --- hook nudges ------------------------------------------------------------------------------
+
+    def on_nudge(self, nudge: JobNudge, now: float) -> None:
+        key = (nudge.cluster, nudge.job_id)
+        if key not in self.nudges:  # coalesce: one query for many events of the same job
+            self.nudges[key] = Nudge(nudge, now + min(self.config.slurm_query_delay, NUDGE_GATHER_S))
+        else:
+            self.nudges[key].context = nudge.context or self.nudges[key].context
+        self.facts["pending_nudges"] = len(self.nudges)
+
+    def query_nudged(self, now: float) -> None:
+        due = [n for n in self.nudges.values() if n.due_at <= now]
+        if not due:
+            return
+        release = self.ensure_release()
+        rows = split_jobs(self.slurm.sacct_jobs([n.job_id for n in due]), "sacct -j")
+        found = {key.job_id: (key, raw) for key, raw in rows if key is not None}
+        live = self.live_index()
+        ready = []
+        for nudge in due:
+            key, raw = found.get(nudge.job_id, (None, None))
+            if key is not None and key.ready_for(nudge.context):
+                ready.append(SlurmJobRecord(job_id=key.job_id, cluster=key.cluster or "", sacct=raw,
+                                            live=live.get(key.job_id, NULL_RAW)))
+                del self.nudges[(nudge.cluster, nudge.job_id)]
+                continue
+            nudge.attempts += 1
+            if nudge.attempts >= self.config.slurm_max_retries:
+                self.log.warning("%s: sacct has no final record after %d tries; the next poll will pick it up",
+                                 job_tag(nudge.cluster, nudge.job_id), nudge.attempts)
+                del self.nudges[(nudge.cluster, nudge.job_id)]
+            else:  # sacct lags slurmctld by a fraction of a second: look again soon, then less often
+                nudge.due_at = now + min(self.config.slurm_query_delay, NUDGE_RETRY_S * 2 ** (nudge.attempts - 1))
+        if ready:
+            self.send_batch(ready, release, "hook", None)
+        self.facts["pending_nudges"] = len(self.nudges)
+
+    def next_wakeup_ms(self, now: float) -> int:
+        times = [self.next_poll_at] + [n.due_at for n in self.nudges.values()]
+        return max(0, min(POLL_TIMEOUT_MS, int((min(times) - now) * 1000)))
+
+    def on_slurm_error(self, error: SlurmError, now: float) -> None:
+        self.failures += 1
+        self.release = None  # Slurm may have been upgraded or restarted: ask again
+        delay = compute_backoff(self.failures, base_s=self.config.slurm_query_delay, cap_s=min(
+            MAX_RETRY_DELAY_S, self.config.slurm_poll_interval))
+        self.facts["last_error"] = str(error)
+        self.log.error("%s; retrying in %.0f s", error, delay)
+        self.next_poll_at = min(self.next_poll_at, now + delay)
+        for nudge in self.nudges.values():
+            nudge.due_at = max(nudge.due_at, now + delay)
+
+
+def _batches(records: list[SlurmJobRecord]):
+    for i in range(0, len(records), RECORDS_PER_BATCH):
+        yield records[i:i + RECORDS_PER_BATCH]
+
+
+def run(rt: ActorRuntime) -> int:
+    inbox = rt.socket(zmq.PULL, bind=rt.pipes.querier)
+    to_translator = rt.socket(zmq.PUSH, connect=rt.pipes.translator)
+    decoder = msgspec.json.Decoder(QuerierInbox)
+    outbox = Outbox(rt.config.outbox_path)
+    querier = Querier(rt, to_translator, outbox)
+    querier.retry_quarantined_after_upgrade()
+    poller = zmq.Poller()
+    poller.register(inbox, zmq.POLLIN)
+    while rt.keep_running():
+        now = time.time()
+        if poller.poll(querier.next_wakeup_ms(now)):
+            for message in rt.receive_all(inbox, decoder):
+                match message:
+                    case JobNudge():
+                        querier.on_nudge(message, time.time())
+                    case BatchDone():
+                        querier.on_batch_done(message)
+        now = time.time()
+        try:
+            if querier.nudges:
+                querier.query_nudged(now)
+            if now >= querier.next_poll_at:
+                querier.next_poll_at = now + rt.config.slurm_poll_interval
+                querier.nudge_quarantine_retries(now)
+                querier.poll(now)
+                querier.failures = 0
+                querier.facts["last_error"] = ""
+        except SlurmError as e:
+            querier.on_slurm_error(e, now)
+        querier.resend_unacknowledged(time.time())
+        querier.facts["slurm_calls"] = querier.slurm.calls
+    outbox.close()
+    return 0
