@@ -225,6 +225,12 @@ def gather(config, job_id: int, cluster: str | None, timeout_s: float, now: floa
     facts["cluster"] = facts["cluster"] or _only({s["cluster"] for s in facts["seen"]} |
                                                  {r["cluster"] for s in SINKS for r in facts["delivery"][s]})
     facts["backend"] = backend_facts(config, facts)
+    if not any(facts["delivery"].values()) and facts["backend"].get("jobs") and os.path.exists(config.outbox_path):
+        # cc-backend lists a job the store had no row for: delivered long ago and pruned, or delivered while
+        # we were asking cc-backend. Read the store again so a fresh delivery is not mistaken for a pruned one.
+        facts["seen"], facts["delivery"] = [], {s: [] for s in SINKS}
+        facts["translation"] = {"runs": [], "quarantine": None}
+        store_facts(facts, Outbox(config.outbox_path, readonly=True))
     code, text = verdict(facts)
     facts["verdict"] = {"code": code, "text": text}
     return facts
