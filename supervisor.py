@@ -8,6 +8,7 @@ and pets systemd. Nothing here knows about Slurm or cc-backend.
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import os
 import signal
@@ -38,6 +39,11 @@ ACTORS = {
     "nats_publisher": "actors.nats_publisher",
     "slurm_querier": "actors.slurm_querier",
 }
+#: Libraries that two or more actors import (the store, TLS, email parsing under HTTP, subprocess):
+#: loaded once before the fork, their pages are shared by the whole tree instead of copied into each.
+SHARED_MODULES = ("sqlite3", "ssl", "subprocess", "email.parser", "email.message", "importlib.metadata",
+                  "zipfile", "hashlib", "hmac", "base64", "csv", "tempfile", "actors.outbox", "actors.slurm_views",
+                  "actors.backoff")
 LOOP_TIMEOUT_MS = 200
 SHUTDOWN_GRACE_S = 4.0  #: SIGTERM to SIGKILL on shutdown; the whole stop stays under 5 s
 EXIT_OK = 0
@@ -103,6 +109,8 @@ class Supervisor:
             return EXIT_START_FAILED
         self._install_signal_handlers()
         log.info("supervisor %s started (pid %d), actors: %s", VERSION, os.getpid(), ", ".join(ACTORS))
+        for module in SHARED_MODULES:
+            importlib.import_module(module)
         gc.freeze()  # keep the pre-fork heap shared with the children (copy-on-write)
         try:
             while not self.stopping:
