@@ -13,7 +13,7 @@ import time
 import pytest
 
 from actors.outbox import Outbox
-from actors.trace import clock, verdict
+from actors.trace_verdict import clock, verdict
 from tests.bench.fault_proxy import FaultProxy
 from tests.support import REPO, ccctl_command, python_env, wait_for
 from tests.test_poison import poisoned_slurm_env  # noqa: F401 - the fixture, used below
