@@ -21,7 +21,7 @@ import zmq
 from actors import VERSION
 from actors import restart_policy as policy
 from actors import systemd
-from actors.config import Config, check_daemon_config, load_config
+from actors.config import Config, check_daemon_config, load_config, probe_metrics_listen
 from actors.ctl_commands import answer_control
 from actors.endpoints import Pipes, ipc_path, parse_prep_address
 from actors.errors import ConfigError
@@ -44,6 +44,9 @@ ACTORS = {
 SHARED_MODULES = ("sqlite3", "ssl", "subprocess", "email.parser", "email.message", "importlib.metadata",
                   "zipfile", "hashlib", "hmac", "base64", "csv", "tempfile", "actors.outbox", "actors.slurm_views",
                   "actors.backoff")
+#: Forked only when metricsListen is set: off, it is not started, not listed, and nothing of
+#: prometheus_client is loaded anywhere in the tree.
+METRICS_ACTOR = {"metrics_exporter": "actors.metrics_exporter"}
 LOOP_TIMEOUT_MS = 200
 SHUTDOWN_GRACE_S = 4.0  #: SIGTERM to SIGKILL on shutdown; the whole stop stays under 5 s
 EXIT_OK = 0
@@ -79,7 +82,8 @@ class Supervisor:
         self.config_path = config_path
         self.debug_level = debug_level
         self.pipes = Pipes(config.runtime_dir, config.ctl_sock_path)
-        self.slots = {name: ActorSlot(name) for name in ACTORS}
+        self.modules = actor_modules(config)
+        self.slots = {name: ActorSlot(name) for name in self.modules}
         self.started_at = time.time()
         self.pending_signals: list[int] = []
         self.stopping = False
@@ -108,7 +112,7 @@ class Supervisor:
             self.pidfile.release()
             return EXIT_START_FAILED
         self._install_signal_handlers()
-        log.info("supervisor %s started (pid %d), actors: %s", VERSION, os.getpid(), ", ".join(ACTORS))
+        log.info("supervisor %s started (pid %d), actors: %s", VERSION, os.getpid(), ", ".join(self.modules))
         for module in SHARED_MODULES:
             importlib.import_module(module)
         gc.freeze()  # keep the pre-fork heap shared with the children (copy-on-write)
@@ -309,7 +313,7 @@ class Supervisor:
         if pid == 0:
             code = EXIT_START_FAILED
             try:
-                code = run_actor(slot.name, ACTORS[slot.name], self.config, self.pipes, self.debug_level)
+                code = run_actor(slot.name, self.modules[slot.name], self.config, self.pipes, self.debug_level)
             finally:
                 os._exit(code)
         slot.pid = pid
@@ -338,7 +342,7 @@ class Supervisor:
         except ConfigError as e:
             log.error("SIGHUP: new configuration refused, keeping the old one: %s", e)
             return
-        for key in ("pid_file_path", "ctl_sock_path"):
+        for key in ("pid_file_path", "ctl_sock_path", "metrics_listen"):
             if getattr(new, key) != getattr(self.config, key):
                 log.warning("SIGHUP: %s changed; it takes effect only after a restart", key)
                 new = msgspec.structs.replace(new, **{key: getattr(self.config, key)})
@@ -348,6 +352,11 @@ class Supervisor:
             if slot.pid:
                 _kill(slot.pid, signal.SIGTERM)
                 slot.term_sent_at = time.time()
+
+
+def actor_modules(config: Config) -> dict[str, str]:
+    """The actors this config runs, in start order: the five, and metrics_exporter when metricsListen is set."""
+    return {**ACTORS, **METRICS_ACTOR} if config.metrics_listen else dict(ACTORS)
 
 
 def _kill(pid: int, signum: int) -> None:
@@ -374,6 +383,7 @@ def run_daemon(config_path: str | None, debug_level: int) -> int:
         config = load_config(config_path, warn=log.warning)
         check_daemon_config(config)
         parse_prep_address(config.prep_sock_connect_path, key="prepSockConnectPath", listen=False)
+        probe_metrics_listen(config)
     except ConfigError as e:
         log.critical("%s", e)
         return EXIT_START_FAILED

@@ -154,6 +154,8 @@ def _check_values(config: Config, raw: dict, source: str, warn) -> Config:
         _compile(pattern, "gpuPciAddrs", source)
     if config.ignore_hosts:
         _compile(config.ignore_hosts, "ignoreHosts", source)
+    if config.metrics_listen:
+        parse_metrics_listen(config.metrics_listen, source)
     if config.cc_rest_url.endswith("/"):
         warn(f"{source}: key ccRestUrl ends with '/'; removing it")
         changes["cc_rest_url"] = config.cc_rest_url.rstrip("/")
@@ -167,6 +169,34 @@ def _compile(pattern: str, key: str, source: str) -> re.Pattern:
         return re.compile(pattern)
     except re.error as e:
         raise ConfigError(f"{source}: key {key}: regex {pattern!r} does not compile ({e}): fix the pattern") from None
+
+
+def parse_metrics_listen(text: str, source: str = "config") -> tuple[str, int]:
+    """metricsListen "HOST:PORT" or "[IPv6]:PORT" as (host, port) for the metrics_exporter."""
+    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([A-Za-z0-9.-]+):(\d{1,5})", text)
+    port = int(match.group(2) or match.group(4)) if match else 0
+    if not 0 < port < 65536:
+        raise ConfigError(f"{source}: key metricsListen is {text!r}: use HOST:PORT (e.g. 127.0.0.1:9105 or "
+                          f"[::1]:9105), or \"\" to turn the metrics endpoint off")
+    return match.group(1) or match.group(3), port
+
+
+def probe_metrics_listen(config: Config) -> None:
+    """At daemon start: can the metrics endpoint listen there? Say so now rather than in a restart loop."""
+    import socket
+
+    if not config.metrics_listen:
+        return
+    host, port = parse_metrics_listen(config.metrics_listen)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server will
+            probe.bind(address)
+    except OSError as e:
+        raise ConfigError(f"key metricsListen: cannot listen on {config.metrics_listen} "
+                          f"({e.strerror or e}): use a free port and an address of this host") from None
 
 
 def _attr(key: str) -> str:

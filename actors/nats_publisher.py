@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from actors import metric_counts
 from actors.backoff import compute_backoff
 from actors.errors import BackendUnavailable
 from actors.line_protocol import LineProtocolError, encode_job_event
@@ -203,6 +204,7 @@ class NatsPublisher:
                 await self.nc.publish(self.subject, self.line_for(row, now))
             except (LineProtocolError, nats.errors.MaxPayloadError) as e:
                 self.outbox.mark_failed(row.id, None, f"cannot be published: {type(e).__name__} {e}")
+                metric_counts.outcome(self.rt.facts, "failed")
                 self.log.error("%s: %s cannot be published (%s); set aside", job_tag(row.cluster, row.job_id),
                                row.event, e)
                 continue
@@ -215,6 +217,7 @@ class NatsPublisher:
         try:
             await self.nc.flush(FLUSH_TIMEOUT_S)
         except (nats.errors.Error, asyncio.TimeoutError) as e:
+            metric_counts.outcome(self.rt.facts, "unreachable", len(sent))
             self._pause(now, f"flush failed: {type(e).__name__} {e}")
             return 0
         self.failures = 0
@@ -223,6 +226,7 @@ class NatsPublisher:
         else:
             self.outbox.mark_delivered_many(sent)
             self.rt.facts["delivered"] += len(sent)
+            metric_counts.observe_job_ends(self.rt.facts, [r for r in rows if r.id in sent], time.time())
         self.rt.facts.update(published=self.rt.facts["published"] + len(sent), last_success_at=time.time())
         self.log.debug("published %d events on %s", len(sent), self.subject)
         return len(rows)
@@ -267,6 +271,7 @@ class NatsPublisher:
         if confirmed:
             self.outbox.mark_delivered_many([row.id for row in confirmed])
             self.rt.facts["delivered"] += len(confirmed)
+            metric_counts.observe_job_ends(self.rt.facts, confirmed, done)
         for row in rows:
             if row.next_try_at <= done and not is_confirmed(row, listed):
                 self._resend_later(row, done)
@@ -280,6 +285,7 @@ class NatsPublisher:
 
     def _resend_later(self, row: Row, now: float) -> None:
         tag, sends = job_tag(row.cluster, row.job_id), (row.attempts + 1) // 2  # a publish and a retry per round
+        metric_counts.outcome(self.rt.facts, "failed" if sends >= MAX_PUBLISHES else "retry")
         if sends >= MAX_PUBLISHES:
             self.outbox.mark_failed(row.id, None, f"cc-backend did not list it after {sends} publishes")
             self.log.error("%s: cc-backend did not take the %s after %d publishes (see its log); set aside",

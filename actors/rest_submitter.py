@@ -13,6 +13,7 @@ import time
 import msgspec
 import zmq
 
+from actors import metric_counts
 from actors.backoff import compute_backoff
 from actors.cc_rest import CcRest
 from actors.delivery_policy import classify_rest_answer
@@ -134,19 +135,23 @@ class RestSubmitter:
         if self.profile == "v1.4":
             body = self.client.to_v14_body(body)
         try:
-            status, text = self.client.post_job_event(row.event, body)
+            with metric_counts.timed(self.rt.facts, metric_counts.CC_REQUEST_S):
+                status, text = self.client.post_job_event(row.event, body)
         except BackendUnavailable as e:
+            metric_counts.outcome(self.rt.facts, "unreachable")
             self.outbox.mark_retry(row.id, now + self._transport_backoff(), None, str(e))
             self._pause(now, e)
             return False
         self.transport_failures = 0
         outcome = classify_rest_answer(row.event, status, text)
+        metric_counts.outcome(self.rt.facts, outcome.kind)
         tag = job_tag(row.cluster, row.job_id)
         self.rt.facts["backend_ok"] = True
         if outcome.kind == "done":
             self.outbox.mark_delivered(row.id, status)
             self.rt.facts["last_success_at"] = now
             self.rt.facts["delivered"] += 1
+            metric_counts.observe_job_ends(self.rt.facts, [row], time.time())
             self.rt.facts["auth_failing"] = False
             self.log.info("%s: %s delivered (%d%s)", tag, row.event, status, f", {outcome.reason}" if outcome.reason else "")
         elif outcome.kind == "failed":

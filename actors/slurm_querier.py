@@ -17,7 +17,7 @@ import time
 import msgspec
 import zmq
 
-from actors import VERSION
+from actors import VERSION, metric_counts
 from actors.backoff import compute_backoff
 from actors.errors import SlurmError
 from actors.logs import job_tag
@@ -242,6 +242,7 @@ class Querier:
         batch = SlurmBatch(batch_id=next(self.batch_ids), release=release.text, source=source,
                            polled_at=time.time(), records=records)
         self.outstanding[batch.batch_id] = (batch, time.time(), poll_id)
+        metric_counts.count(self.facts, f"{metric_counts.JOBS_SEEN}.{source}", len(records))
         if not self.rt.send(self.to_translator, batch):
             self.log.warning("translator queue full; batch %d will be sent again", batch.batch_id)
         return batch.batch_id
@@ -314,6 +315,7 @@ class Querier:
 
     def on_slurm_error(self, error: SlurmError, now: float) -> None:
         self.failures += 1
+        metric_counts.count(self.facts, metric_counts.SLURM_ERRORS)
         self.release = None  # Slurm may have been upgraded or restarted: ask again
         delay = compute_backoff(self.failures, base_s=self.config.slurm_query_delay, cap_s=min(
             MAX_RETRY_DELAY_S, self.config.slurm_poll_interval))
