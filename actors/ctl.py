@@ -42,6 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--json", action="store_true", help="one JSON object for scripts")
     trace.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
                        help="seconds to wait for the daemon's status (default 2)")
+    backfill = sub.add_parser("backfill", help="give cc-backend the jobs that started between --since and --until "
+                              "and that it lacks (sacct in windows); --dry-run lists them and sends nothing")
+    backfill.add_argument("--since", required=True, metavar="DATE",
+                          help="YYYY-MM-DD[THH:MM[:SS]] (local time), @UNIX, or 30d/12h/90m/2w ago")
+    backfill.add_argument("--until", metavar="DATE", help="the same forms (default now)")
+    backfill.add_argument("--dry-run", action="store_true",
+                          help="print each start/stop cc-backend lacks, one a line; write nothing (exit 1 when any)")
+    backfill.add_argument("--json", action="store_true", help="JSON lines for scripts, the summary last")
+    backfill.add_argument("--chunk", type=int, metavar="S", help="seconds of sacct per window (default slurmQueryChunk)")
     return parser
 
 
@@ -55,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    if args.command in ("jobs", "retry", "quarantine", "trace"):
+    if args.command in ("jobs", "retry", "quarantine", "trace", "backfill"):
         return store_command(args)
     return ask_daemon(args.command, args)
 
@@ -78,6 +87,10 @@ def store_command(args: argparse.Namespace) -> int:
         from actors import trace
 
         return trace.run(config, args.job_id, args.cluster, args.json, args.timeout)
+    if args.command == "backfill":
+        from actors import backfill
+
+        return backfill.main(config, args)
     return ctl_store.quarantine(config, args.action, args.job_id, args.json)
 
 

@@ -38,7 +38,8 @@ STATES = ("pending", "published", "delivered", "failed")
 #: Quarantine states: held (waits for an admin or a fix), retry (re-read at the next poll),
 #: released (translated fine later, or let go by an admin; kept for ccctl trace).
 QUARANTINE_STATES = ("held", "retry", "released")
-JOB_SOURCES = ("poll", "hook", "reconcile")
+JOB_SOURCES = ("poll", "hook", "reconcile", "backfill")
+LOOKUP_CHUNK_IDS = 500  #: job ids per SELECT ... IN (...) (SQLite's variable limit is far above)
 #: last_error of a stop set aside because its start was refused; requeueing the start revives it.
 START_REFUSED = "its start_job was refused"
 
@@ -158,7 +159,7 @@ class SeenJob(msgspec.Struct, frozen=True):
     start_time: int | None
     first_seen_at: float
     last_seen_at: float
-    last_source: str  #: poll | hook | reconcile
+    last_source: str  #: poll | hook | reconcile | backfill
     last_slurm_state: str
     times_seen: int
 
@@ -210,9 +211,11 @@ class Outbox:
     # --- writing obligations -------------------------------------------------------------------
 
     def enqueue(self, events: Iterable[OutboxEvent], *, seen: Iterable[tuple] = (),
-                clear_kv: str | None = None) -> int:
+                clear_kv: str | None = None, next_try_at: float = 0.0) -> int:
         """Insert the events (the same job seen twice is one row), note the jobs as seen (see
-        note_seen), and clear a kv entry, all in one transaction. Returns the number of new rows."""
+        note_seen), and clear a kv entry, all in one transaction. Returns the number of new rows.
+        `next_try_at` orders new rows among the due ones (due() sorts by it): ccctl backfill gives its
+        rows the time of the backfill, so the daemon's own fresh rows (0) go out first."""
         now = time.time()
         events = list(events)
         seen = list(seen)
@@ -220,8 +223,8 @@ class Outbox:
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO deliveries (sink, cluster, job_id, start_time, event, body, created_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(e.sink, e.cluster, e.job_id, e.start_time, e.event, e.body, now, now) for e in events])
+                " updated_at, next_try_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(e.sink, e.cluster, e.job_id, e.start_time, e.event, e.body, now, now, next_try_at) for e in events])
             new_rows = db.total_changes - before
             if seen:
                 self._upsert_seen(db, seen, now)
@@ -308,6 +311,41 @@ class Outbox:
             db.execute("UPDATE deliveries SET state = 'pending', next_try_at = 0, last_error = ?, updated_at = ?"
                        " WHERE id = ? AND state = 'delivered'", (reason[:2000], time.time(), row_id))
 
+    def resend_delivered_many(self, row_ids: Iterable[int], reason: str) -> int:
+        """resend_delivered for many rows in one transaction; returns how many went back to pending."""
+        now = time.time()
+        with self._write() as db:
+            return db.executemany("UPDATE deliveries SET state = 'pending', next_try_at = 0, last_error = ?,"
+                                  " updated_at = ? WHERE id = ? AND state = 'delivered'",
+                                  [(reason[:ERROR_MAX_CHARS], now, i) for i in row_ids]).rowcount
+
+    def unstopped_starts(self, sink: str, delivered_before: float) -> list[tuple[int, str, int, int]]:
+        """(row id, cluster, job_id, start_time) of the start rows delivered before `delivered_before`
+        (unix s) whose run has no delivered stop: the jobs this sink told cc-backend are running."""
+        return self.db.execute(
+            "SELECT d.id, d.cluster, d.job_id, d.start_time FROM deliveries d WHERE d.sink = ?"
+            " AND d.event = 'start_job' AND d.state = 'delivered' AND d.delivered_at < ? AND NOT EXISTS"
+            " (SELECT 1 FROM deliveries s WHERE s.sink = d.sink AND s.cluster = d.cluster AND s.job_id = d.job_id"
+            " AND s.start_time = d.start_time AND s.event = 'stop_job' AND s.state = 'delivered') ORDER BY d.id",
+            (sink, delivered_before)).fetchall()
+
+    def row_states(self, jobs: Iterable[tuple[str, int]]) -> dict[tuple, tuple[int, str, float | None]]:
+        """(sink, cluster, job_id, start_time, event) -> (row id, state, delivered_at) for every row of
+        the (cluster, job_id) jobs, read in a few SELECTs (ccctl backfill compares a window at once)."""
+        by_cluster: dict[str, set[int]] = {}
+        for cluster, job_id in jobs:
+            by_cluster.setdefault(cluster, set()).add(job_id)
+        found = {}
+        for cluster, ids in by_cluster.items():
+            ids = sorted(ids)
+            for first in range(0, len(ids), LOOKUP_CHUNK_IDS):
+                part = ids[first:first + LOOKUP_CHUNK_IDS]
+                for sink, c, job_id, start, event, row_id, state, delivered_at in self.db.execute(
+                        "SELECT sink, cluster, job_id, start_time, event, id, state, delivered_at FROM deliveries"
+                        f" WHERE cluster = ? AND job_id IN ({','.join('?' * len(part))})", (cluster, *part)):
+                    found[(sink, c, job_id, start, event)] = (row_id, state, delivered_at)
+        return found
+
     def requeue(self, row_id: int | None = None) -> int:
         """Put a failed row (or, with None, every failed row) back to pending with a fresh backoff;
         the stop set aside because of a requeued start comes back with it. Returns how many rows."""
@@ -379,7 +417,7 @@ class Outbox:
 
     def note_seen(self, seen: Iterable[tuple], now: float | None = None) -> None:
         """Upsert jobs_seen in one transaction. Each entry is (cluster, job_id, source) or
-        (cluster, job_id, source, start_time, slurm_state); source is poll, hook or reconcile."""
+        (cluster, job_id, source, start_time, slurm_state); source is one of JOB_SOURCES."""
         seen = list(seen)
         if seen:
             with self._write() as db:

@@ -33,6 +33,9 @@ PROFILE_RECHECK_S = 600.0
 PRUNE_EVERY_S = 3600.0
 FIRST_RECONCILE_AFTER_S = 60.0  #: the first comparison with cc-backend's running jobs, after a start
 STOP_GRACE_S = 60.0  #: a stop confirmed this long ago whose job cc-backend still lists as running is resent
+#: a start confirmed this long ago whose job cc-backend does not list as running is resent: longer than
+#: cc-backend's commit worker (default 2 min), before which a started job is not listed (contract §5.5)
+START_GRACE_S = 300.0
 #: in the BackendUnavailable of CcRest.detect_profile when cc-backend answers 401/403 to our JWT
 TOKEN_REFUSED = "refuses our token"
 
@@ -99,22 +102,33 @@ class RestSubmitter:
         return len(rows)
 
     def reconcile(self, now: float) -> None:
-        """Every ccPollInterval: a job cc-backend still lists as running although its stop was
-        confirmed long ago (its answer and its state disagree) gets its stop again."""
+        """Every ccPollInterval, one paged list of cc-backend's running jobs against the outbox:
+        a job it still lists as running although its stop was confirmed long ago gets its stop
+        again; a job Slurm runs (its start delivered, no stop delivered) that it does not list as
+        running gets its start again (then its stop, if Slurm ended it meanwhile). A job cc-backend
+        has but stopped (its walltime task, an admin) answers the start with "already exists"."""
         if now < self.next_reconcile_at:
             return
         self.next_reconcile_at = now + self.rt.config.cc_poll_interval
         resent = 0
-        for job in self.client.list_jobs(state="running"):
+        running = self.client.list_jobs(state="running")
+        for job in running:
             for row in self.outbox.rows(cluster=job.get("cluster"), job_id=job.get("jobId"), sink=SINK):
                 if (row.event == "stop_job" and row.state == "delivered" and row.start_time == job.get("startTime")
                         and now - (row.delivered_at or now) > STOP_GRACE_S):
                     self.outbox.resend_delivered(row.id, "cc-backend still lists the job as running")
                     resent += 1
+        listed = {(job.get("cluster"), job.get("jobId"), job.get("startTime")) for job in running}
+        lost = [row_id for row_id, *run in self.outbox.unstopped_starts(SINK, now - START_GRACE_S)
+                if tuple(run) not in listed]
+        started = self.outbox.resend_delivered_many(lost, "cc-backend does not list the running job") if lost else 0
         self.rt.facts["last_reconcile_at"] = now
         if resent:
             self.log.warning("reconciliation: %d job(s) still running in cc-backend after their stop; sending again",
                              resent)
+        if started:
+            self.log.warning("reconciliation: %d running job(s) missing in cc-backend; sending their start again",
+                             started)
 
     def send_node_states(self) -> None:
         """The latest node states sinfo gave, once per poll; only cc-backend v1.5 has the route."""
