@@ -60,6 +60,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="c
     delivered_retention: int = 604800  #: s a delivered outbox row is kept
     hook_spool_max_bytes: int = 16 * 1024 * 1024
     metrics_listen: str = ""  #: "host:port" for the OpenMetrics endpoint; empty = off
+    #: s, cc-backend's cron.commit-job-worker (its default "2m"): a REST stop waits until its start is
+    #: this old, so it meets a committed job (docs/engineering-notes.md: the v1.5 stop/commit race)
+    cc_commit_interval: int = 120
 
     @property
     def outbox_path(self) -> str:

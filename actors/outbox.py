@@ -238,25 +238,30 @@ class Outbox:
 
     # --- handing rows to a sink ----------------------------------------------------------------
 
-    def due(self, sink: str, now: float, limit: int) -> list[Row]:
+    def due(self, sink: str, now: float, limit: int, stop_hold_s: float = 0.0) -> list[Row]:
         """Pending rows whose time has come, longest due first; a stop only once the start of the
-        same run (sink, cluster, job_id, start_time) is delivered."""
+        same run (sink, cluster, job_id, start_time) is delivered, and at least `stop_hold_s` ago."""
         rows = self.db.execute(
             f"SELECT {ROW_COLUMNS} FROM deliveries d INDEXED BY deliveries_due"
             " WHERE d.sink = ? AND d.state = 'pending' AND d.next_try_at <= ?"
             " AND (d.event = 'start_job' OR EXISTS (SELECT 1 FROM deliveries s WHERE s.sink = d.sink"
             " AND s.cluster = d.cluster AND s.job_id = d.job_id AND s.start_time = d.start_time"
-            " AND s.event = 'start_job' AND s.state = 'delivered'))"
-            " ORDER BY d.next_try_at, d.id LIMIT ?", (sink, now, limit)).fetchall()
+            " AND s.event = 'start_job' AND s.state = 'delivered' AND s.delivered_at <= ?))"
+            " ORDER BY d.next_try_at, d.id LIMIT ?", (sink, now, now - stop_hold_s, limit)).fetchall()
         return [Row(*r) for r in rows]
 
-    def next_due_at(self, sink: str) -> float | None:
-        """When due() will next hand out a row (same rule: a stop waits for its start), None if never."""
+    def next_due_at(self, sink: str, stop_hold_s: float = 0.0) -> float | None:
+        """When due() will next hand out a row (same rules: a stop waits for its start, and then
+        `stop_hold_s`), None if never."""
+        stop_due, args = ("MAX(d.next_try_at, s.delivered_at + ?)", (stop_hold_s, sink)) if stop_hold_s else \
+            ("d.next_try_at", (sink,))
         row = self.db.execute(
-            "SELECT MIN(d.next_try_at) FROM deliveries d INDEXED BY deliveries_due WHERE d.sink = ? AND d.state = 'pending'"
-            " AND (d.event = 'start_job' OR EXISTS (SELECT 1 FROM deliveries s WHERE s.sink = d.sink"
+            f"SELECT MIN(CASE WHEN d.event = 'start_job' THEN d.next_try_at ELSE {stop_due} END)"
+            " FROM deliveries d INDEXED BY deliveries_due LEFT JOIN deliveries s ON s.sink = d.sink"
             " AND s.cluster = d.cluster AND s.job_id = d.job_id AND s.start_time = d.start_time"
-            " AND s.event = 'start_job' AND s.state = 'delivered'))", (sink,)).fetchone()
+            " AND s.event = 'start_job' AND s.state = 'delivered'"
+            " WHERE d.sink = ? AND d.state = 'pending' AND (d.event = 'start_job' OR s.id IS NOT NULL)",
+            args).fetchone()
         return row[0]
 
     def get(self, row_id: int) -> Row | None:

@@ -38,6 +38,7 @@ STOP_GRACE_S = 60.0  #: a stop confirmed this long ago whose job cc-backend stil
 START_GRACE_S = 300.0
 #: in the BackendUnavailable of CcRest.detect_profile when cc-backend answers 401/403 to our JWT
 TOKEN_REFUSED = "refuses our token"
+COMMIT_MARGIN_S = 2.0  #: added to ccCommitInterval: the commit worker's own run takes a moment
 
 
 class RestSubmitter:
@@ -91,7 +92,7 @@ class RestSubmitter:
             self.reconcile(now)
         except BackendUnavailable as e:
             self.log.warning("reconciliation with cc-backend postponed: %s", e)
-        rows = self.outbox.due(SINK, now, ROWS_PER_PASS)
+        rows = self.outbox.due(SINK, now, ROWS_PER_PASS, self.stop_hold_s())
         for row in rows:
             if not self._deliver(row, time.time()):
                 break  # transport trouble: stop this pass, the backoff decides when to try again
@@ -190,6 +191,14 @@ class RestSubmitter:
                              outcome.reason, delay)
         return True
 
+    def stop_hold_s(self) -> float:
+        """How long a stop waits after its start was confirmed. cc-backend v1.5 keeps a new job in
+        job_cache until its commit worker runs; a stop that meets the job there can race that worker
+        and stop another job (docs/engineering-notes.md). Once committed, a stop is safe. v1.4 has
+        no cache."""
+        interval = self.rt.config.cc_commit_interval
+        return 0.0 if self.profile == "v1.4" or interval == 0 else interval + COMMIT_MARGIN_S
+
     def _transport_backoff(self) -> float:
         return compute_backoff(self.transport_failures + 1, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S)
 
@@ -202,7 +211,7 @@ class RestSubmitter:
         self.log.warning("cc-backend unreachable (%s); pausing %.0f s", error, delay)
 
     def next_wakeup_ms(self, now: float) -> int:
-        due = self.outbox.next_due_at(SINK)  # 0.0 for a fresh row: due now
+        due = self.outbox.next_due_at(SINK, self.stop_hold_s())  # 0.0 for a fresh row: due now
         next_at = max(self.paused_until, now + 1.0 if due is None else due)
         return max(0, min(POLL_TIMEOUT_MS, int((next_at - now) * 1000)))
 

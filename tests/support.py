@@ -77,6 +77,8 @@ def write_config(directory, **overrides) -> str:
         "ccRestUrl": "http://127.0.0.1:9",
         "ccRestJwt": "test-jwt",
         "slurmPollInterval": 3600,
+        # Stops at once, as the original: the tests wait for them. The one test of the hold sets it.
+        "ccCommitInterval": 0,
     }
     config.update(overrides)
     path = directory / "config.json"

@@ -417,3 +417,17 @@ def test_next_due_at_ignores_a_stop_that_waits_for_its_start(tmp_path):
     assert outbox.next_due_at("rest") == 5000.0  # not 0.0 for the stop: it is not due before its start
     outbox.mark_delivered(start_row.id, 201)
     assert outbox.next_due_at("rest") == 0.0
+
+
+def test_a_stop_held_after_its_start_is_due_only_once_the_hold_has_passed(tmp_path):
+    from actors.outbox import Outbox, OutboxEvent
+
+    outbox = Outbox(str(tmp_path / "o.sqlite3"))
+    start = OutboxEvent(sink="rest", cluster="c", job_id=1, start_time=10, event="start_job", body=b"{}")
+    stop = OutboxEvent(sink="rest", cluster="c", job_id=1, start_time=10, event="stop_job", body=b"{}")
+    outbox.enqueue([start, stop])
+    outbox.mark_delivered(outbox.due("rest", 1e12, 10, stop_hold_s=7.0)[0].id, 201)
+    confirmed_at = outbox.rows(sink="rest", job_id=1)[0].delivered_at
+    assert outbox.next_due_at("rest", stop_hold_s=7.0) == confirmed_at + 7.0
+    assert outbox.due("rest", confirmed_at + 6.9, 10, stop_hold_s=7.0) == []
+    assert [r.event for r in outbox.due("rest", confirmed_at + 7.0, 10, stop_hold_s=7.0)] == ["stop_job"]
