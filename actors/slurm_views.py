@@ -12,7 +12,7 @@ Python value:
 * strings: null (22.05) or "" -> `text()` gives "";
 * job_resources: shape 1 (22.05-23.11, objects keyed by index strings, allocated cores only) or
   shape 2 (24.05+, lists with `index` and status lists), `{}`, null or absent: both shapes decode
-  into the one `JobResources` view, and translate.py walks whichever part is filled in.
+  into the one `JobResources` view, and translate_resources.py walks whichever part is filled in.
 
 No dec_hook: msgspec decodes the unions natively, which keeps the document decode at a few
 microseconds per job.
@@ -173,6 +173,13 @@ class SacctArray(msgspec.Struct, gc=False):
     task_id: SlurmInt = None
 
 
+class SacctHet(msgspec.Struct, gc=False):
+    """A component of a heterogeneous job: `job_id` is the leader's id (0 when not het)."""
+
+    job_id: SlurmInt = None
+    job_offset: SlurmInt = None
+
+
 class SacctRequired(msgspec.Struct, gc=False):
     CPUs: SlurmInt = None
 
@@ -227,6 +234,7 @@ class SacctJob(msgspec.Struct, gc=False):
     script: str | None = None  # 23.02+
     exclusive: str | None = None  # v0.0.45 (26.05+)
     oversubscribe: str | None = None  # v0.0.45 (26.05+)
+    het: SacctHet | None = None
 
 
 class SacctDocument(msgspec.Struct, gc=False):

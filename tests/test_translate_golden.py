@@ -31,10 +31,14 @@ def read(relative: str | None) -> bytes | None:
 
 
 def translate_golden_inputs(golden: dict) -> list[dict]:
-    """The translator's answer in the golden files' layout."""
+    """The translator's answer to a golden file's inputs, in the golden files' layout."""
+    return translations(read(golden["sacct"]), read(golden["live"]))
+
+
+def translations(sacct: bytes, live: bytes | None) -> list[dict]:
+    """The translator's answer to a sacct document (and a live one), in the golden files' layout."""
     jobs = []
-    for job_id, _cluster, result in translate_documents(read(golden["sacct"]), read(golden["live"]),
-                                                        sandbox_context()):
+    for job_id, _cluster, result in translate_documents(sacct, live, sandbox_context()):
         entry: dict = {"jobId": job_id}
         if result.start is not None:
             entry["start"] = json.loads(ENCODER.encode(result.start))

@@ -346,6 +346,29 @@ def test_slurm_info_is_a_short_scontrol_like_text_of_the_record():
     assert "StartTime=2026-11-23T04:33:16Z" in info and "TimeLimit=1 " in info
 
 
+@pytest.mark.parametrize("release,offset", [("22.05", 1), ("24.11", {"set": True, "infinite": False, "number": 1})])
+def test_a_heterogeneous_job_component_is_its_own_job_and_its_slurm_info_names_the_het_job(release, offset):
+    """sacct prints one record per component, each with its own job_id and `het` naming the leader
+    and the offset (as the sandboxes of both releases print a `-c 1 : -N 2 -c 2` job); cc-backend
+    gets each component as a job of its own, as the original sends them (spec §4.8)."""
+    record = sacct_record(release, "multinode")
+    leader = record["job_id"] - 1
+    record["het"] = {"job_id": leader, "job_offset": offset}
+
+    start = start_of(translate(record))
+
+    assert (start["jobId"], start["numNodes"], start.get("arrayJobId")) == (record["job_id"], 3, None)
+    assert f"\nHetJobId={leader} HetJobOffset=1\n" in start["metaData"]["slurmInfo"]
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_a_job_that_is_not_heterogeneous_has_no_het_line(release):
+    record = sacct_record(release, "multinode")
+
+    assert record["het"]["job_id"] == 0
+    assert "HetJobId" not in start_of(translate(record))["metaData"]["slurmInfo"]
+
+
 # ---------------------------------------------------------------------------- quarantine, skips
 
 @pytest.mark.parametrize("user", ["", None])
