@@ -60,7 +60,9 @@ class Translator:
         self.outbox.kv_set(INFLIGHT_KEY, b"[]")
 
     def refresh_topology(self, now: float) -> None:
-        if now - self.topology_checked_at < TOPOLOGY_REFRESH_S:
+        # Until rest_submitter has stored cc-backend's topology, look at every batch (one kv read):
+        # jobs translated without it lose their SMT siblings for good.
+        if self.topology_text is not None and now - self.topology_checked_at < TOPOLOGY_REFRESH_S:
             return
         self.topology_checked_at = now
         text = self.outbox.kv_get(BACKEND_CLUSTERS_KEY)
