@@ -17,6 +17,10 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3  #: no answer from the supervisor
 #: A sink whose oldest undelivered row is older than this counts as failing.
 SINK_STALLED_AFTER_S = 900
+#: Slurm counts as failing once its latest call failed and no poll succeeded for this many poll intervals.
+SLURM_FAILING_AFTER_POLLS = 3
+#: Less free space than this in stateDir is a problem: SQLite's WAL grows to ~4 MB (1000 pages) between checkpoints.
+STORE_MIN_FREE_BYTES = 4 * 1024 * 1024
 
 
 def delivery_summary(outbox_path: str, now: float) -> dict:
@@ -34,6 +38,20 @@ def delivery_summary(outbox_path: str, now: float) -> dict:
         return {"sinks": sinks, "quarantined": len(outbox.quarantined("held"))}
     finally:
         outbox.close()
+
+
+def store_health(state_dir: str, facts: dict[str, dict]) -> dict:
+    """stateDir as the file system sees it (free space, read-only), and the write errors actors report."""
+    health = {"path": state_dir, "free_bytes": None, "read_only": None, "error": "",
+              "errors": {name: f["store_error"] for name, f in facts.items() if f.get("store_error")}}
+    try:
+        fs = os.statvfs(state_dir)
+    except OSError as e:
+        health["error"] = str(e)
+    else:
+        health["free_bytes"] = fs.f_bavail * fs.f_frsize
+        health["read_only"] = bool(fs.f_flag & os.ST_RDONLY)
+    return health
 
 
 class StatusCommand:
@@ -73,6 +91,10 @@ class StatusCommand:
                 "last_error": querier.get("last_error", ""),
                 "watermark": querier.get("watermark"),
                 "pending_nudges": querier.get("pending_nudges", 0),
+                # while the latest call failed: seconds since the last good poll (or the daemon's start)
+                "failing_for_s": round(now - (querier.get("last_poll_at") or supervisor.started_at), 1)
+                if querier.get("last_error") else None,
+                "failing_after_s": SLURM_FAILING_AFTER_POLLS * config.slurm_poll_interval,
             },
             "backend": {
                 "url": config.cc_rest_url,
@@ -82,6 +104,7 @@ class StatusCommand:
                 "nats": {k: nats.get(k) for k in ("connected", "last_success_at", "last_error")},
             },
             "delivery": delivery_summary(config.outbox_path, now),
+            "store": store_health(config.state_dir, facts),
             "hook_spool_bytes": os.path.getsize(spool) if os.path.exists(spool) else 0,
         }
 
@@ -90,6 +113,17 @@ class StatusCommand:
         found = [f"actor {a['name']} is {a['state']}" for a in data["actors"] if a["state"] != "running"]
         if (data.get("backend") or {}).get("rest", {}).get("auth_failing"):
             found.append("cc-backend refuses the JWT (ccRestJwt)")
+        slurm = data.get("slurm") or {}
+        if slurm.get("failing_for_s") is not None and slurm["failing_for_s"] > slurm.get("failing_after_s", 0):
+            found.append(f"Slurm: no successful poll for {int(slurm['failing_for_s'])} s: {slurm['last_error']}")
+        store = data.get("store") or {}
+        if store.get("error"):
+            found.append(f"stateDir {store['path']}: {store['error']}")
+        elif store.get("read_only"):
+            found.append(f"stateDir {store['path']} is read-only")
+        elif store.get("free_bytes") is not None and store["free_bytes"] < STORE_MIN_FREE_BYTES:
+            found.append(f"stateDir {store['path']}: only {store['free_bytes']} bytes free")
+        found += [f"{name} cannot write stateDir: {error}" for name, error in sorted(store.get("errors", {}).items())]
         for sink, row in (data.get("delivery") or {}).get("sinks", {}).items():
             age = row.get("oldest_pending_age_s")
             if age is not None and age > SINK_STALLED_AFTER_S:
@@ -120,6 +154,11 @@ class StatusCommand:
             lines.append(f"outbox {sink}: {row['pending']} pending, {row['published']} published, {row['delivered']} delivered,"
                          f" {row['failed']} failed; oldest waiting {_age(row['oldest_pending_age_s'])}")
         lines.append(f"quarantined jobs: {delivery['quarantined']}; hook spool: {data['hook_spool_bytes']} bytes")
+        store = data.get("store")
+        if store:
+            free = "?" if store["free_bytes"] is None else f"{store['free_bytes']} bytes free"
+            lines.append(f"stateDir: {store['path']}, {free}" + (", read-only" if store["read_only"] else "")
+                         + "".join(f"; {name}: {error}" for name, error in sorted(store["errors"].items())))
         lines += [f"PROBLEM: {p}" for p in problems]
         return "\n".join(lines), code
 

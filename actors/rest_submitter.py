@@ -8,6 +8,7 @@ backoff instead of hammering it; the rows wait in the outbox, across restarts.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import msgspec
@@ -28,6 +29,7 @@ ROWS_PER_PASS = 200
 RETRY_BASE_S = 1.0
 RETRY_CAP_S = 300.0
 AUTH_RETRY_S = 60.0  #: a refused token is retried slowly: an admin has to fix it
+STORE_RETRY_S = 5.0  #: after the outbox could not be written (stateDir full or read-only)
 WAIT_FOR_START_MAX_ATTEMPTS = 30  #: a stop cc-backend cannot match is set aside after this many tries
 PROFILE_RECHECK_S = 600.0
 PRUNE_EVERY_S = 3600.0
@@ -232,7 +234,15 @@ def run(rt: ActorRuntime) -> int:
         if poller.poll(submitter.next_wakeup_ms(time.time())):
             rt.receive_all(news, decoder)  # wake-ups only: drain them, then look at the outbox once
         if config.cc_rest_submit_jobs:
-            submitter.deliver_due(time.time())
+            try:
+                submitter.deliver_due(time.time())
+            except sqlite3.Error as e:  # stateDir full or read-only: the rows stay as they were, tried later
+                rt.facts["store_error"] = f"outbox: {e}"
+                rt.log.error("cannot write the outbox (%s); trying again in %.0f s", e, STORE_RETRY_S)
+                submitter.paused_until = time.time() + STORE_RETRY_S
+            else:
+                if time.time() >= submitter.paused_until:
+                    rt.facts.pop("store_error", None)
     outbox.close()
     client.close()
     return 0

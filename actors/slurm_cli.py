@@ -14,6 +14,8 @@ import subprocess
 import time
 from typing import Callable
 
+import msgspec
+
 from actors.errors import SlurmError
 
 log = logging.getLogger("slurm_querier")
@@ -110,7 +112,28 @@ class SlurmCommands:
         return self.run(["sacct", "--json", "--allusers", "--allocations", "--jobs", ids])
 
     def live_jobs(self, release: SlurmRelease) -> bytes:
-        """Every job slurmctld still holds in memory (running, and finished within MinJobAge)."""
-        if release.has_scontrol_json:
-            return self.run(["scontrol", "show", "job", "--json"])
-        return self.run(["squeue", "--json"])  # 22.05: ignores filters, dumps every job in memory
+        """Every job slurmctld still holds in memory (running, and finished within MinJobAge).
+
+        Raises SlurmError when the answer lists errors: slurmctld unreachable, 22.05's squeue
+        still exits 0 after 9 s with `"errors": [...]` and no job, which must not read as "no jobs"."""
+        argv = ["scontrol", "show", "job", "--json"] if release.has_scontrol_json else ["squeue", "--json"]
+        out = self.run(argv)  # 22.05 squeue: ignores filters, dumps every job in memory
+        errors = _listed_errors(out)
+        if errors:
+            raise SlurmError(f"{' '.join(argv)} answered with errors: {errors}")
+        return out
+
+
+class _Reply(msgspec.Struct):
+    errors: list | None = None
+
+
+def _listed_errors(document: bytes) -> str:
+    """The `errors` a Slurm --json answer lists, as one line ("" when none or not readable)."""
+    try:
+        errors = msgspec.json.decode(document, type=_Reply).errors or []
+    except msgspec.DecodeError:
+        return ""  # not JSON at all: the caller's decoder says so
+    texts = [str(e.get("description") or e.get("error") or e) + (f" ({e['source']})" if e.get("source") else "")
+             if isinstance(e, dict) else str(e) for e in errors]
+    return "; ".join(texts)[:500]

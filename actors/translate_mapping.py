@@ -62,19 +62,25 @@ def _translate(job: SacctJob, live: LiveJob | None, job_script: str | None,
     if not 0 < job_id <= INT64_MAX:
         raise Quarantine("$.job_id", f"job id {job_id} is outside 1..2^63-1")
     times = job.time
-    if times is None:
-        start = end = submit = limit = None
+    if times is None:  # sacct always has it: without it the job would pass for never started
+        raise Quarantine("$.time", "no time record: when the job started and ended is unknown")
     else:  # plain ints on every release at this level: test for them inline, it is the hot path
         start, end, submit, limit = times.start, times.end, times.submission, times.limit
         if type(start) is not int or start >= NO_VAL32:
             start = int_value(start)
+            if start is None and type(times.start) in (str, float):  # not Slurm's null or NO_VAL: garbage
+                raise Quarantine("$.time.start", f"start time {str(times.start)[:40]!r} is not a usable number")
         if type(end) is not int or end >= NO_VAL32:
             end = int_value(end)
+            if end is None and type(times.end) in (str, float):  # else the job would pass for running, for good
+                raise Quarantine("$.time.end", f"end time {str(times.end)[:40]!r} is not a usable number")
         if type(submit) is not int or submit >= NO_VAL32:
             submit = int_value(submit)
         if limit is not None:
             limit = int_value(limit)
     state = slurm_state(job.state)
+    if not state:  # sacct always has one: without it a job that ended would pass for running, for good
+        raise Quarantine("$.state", "no state: whether the job ended is unknown")
     name = job.name or ""
     partition = job.partition or ""
     allocation_nodes = job.allocation_nodes

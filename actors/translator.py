@@ -10,6 +10,7 @@ job that has crashed us MAX_CRASHES times is quarantined without being touched a
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 
 import msgspec
@@ -141,6 +142,17 @@ class Translator:
                                    event="stop_job", body=stop_body) for s in self.sinks]
         return events
 
+    def on_store_error(self, batch: SlurmBatch, error: sqlite3.Error) -> None:
+        """The outbox cannot be written (stateDir full or read-only): the batch is not acknowledged,
+        so the querier sends it again and its window stays; this process and its suspects stay as they are."""
+        self.rt.facts["store_error"] = f"outbox: {error}"
+        self.log.error("cannot write the outbox (%s): batch %d not acknowledged, slurm_querier sends it again",
+                       error, batch.batch_id)
+        try:  # the jobs of this batch did not crash us: do not blame them if something else does
+            self.outbox.kv_delete(INFLIGHT_KEY)
+        except sqlite3.Error:
+            pass
+
     def _quarantine(self, record: SlurmJobRecord, batch: SlurmBatch, path: str, error: str) -> None:
         if self.outbox.quarantine_add(record.cluster, record.job_id, path, error, bytes(record.sacct), batch.release):
             self.log.error("%s quarantined: %s at %s (ccctl quarantine show %s)", job_tag(record.cluster, record.job_id),
@@ -170,7 +182,12 @@ def run(rt: ActorRuntime) -> int:
         if not poller.poll(POLL_TIMEOUT_MS):
             continue
         for batch in rt.receive_all(inbox, decoder):
-            done = translator.handle(batch)
+            try:
+                done = translator.handle(batch)
+            except sqlite3.Error as e:
+                translator.on_store_error(batch, e)
+                continue
+            rt.facts.pop("store_error", None)
             rt.send(news, OutboxChanged(rows=done.translated))
             rt.send(to_querier, done)
     outbox.close()

@@ -6,6 +6,8 @@
     sandbox.wait_for_state(job_id, {"COMPLETED"}, timeout=60)
     sandbox.run("sacct", "--json", "-j", str(job_id)).stdout
     sandbox.set_hook_target(adapter_bin, config_path)   # slurmctld's prolog/epilog run the adapter
+    sandbox.stop_daemon("slurmctld")           # an outage of one daemon ("slurmctld", "slurmdbd") ...
+    sandbox.start_daemon("slurmctld")          # ... ended: started as before, waits until it answers
     sandbox.stop()
 
 Client commands run with `env()`: SLURM_CONF of the sandbox and its bin/ first on PATH (wrappers
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +33,8 @@ START_TIMEOUT_S = 900.0  #: a first start of a chroot release builds the chroot 
 STOP_TIMEOUT_S = 120.0
 CLIENT_TIMEOUT_S = 60.0  #: one Slurm client command
 POLL_INTERVAL_S = 0.25  #: between two sacct polls in wait_for_state
+#: the daemons stop_daemon/start_daemon handle, and the client call that answers once each is up
+DAEMON_READY = {"slurmctld": ("scontrol", "ping"), "slurmdbd": ("sacctmgr", "-n", "show", "cluster")}
 
 
 class SlurmSandbox:
@@ -50,6 +55,7 @@ class SlurmSandbox:
         if min_job_age_s is not None:
             self._script_env["SANDBOX_MIN_JOB_AGE"] = str(min_job_age_s)
         self._env: dict[str, str] | None = None
+        self._stopped: dict[str, tuple[list[str], dict[str, str], str]] = {}  # name -> argv, environ, cwd
 
     def _script(self, *args: str, timeout: float = CLIENT_TIMEOUT_S) -> subprocess.CompletedProcess:
         return subprocess.run([str(SCRIPT), *args], env=self._script_env, capture_output=True,
@@ -153,3 +159,52 @@ class SlurmSandbox:
         else:
             done = self._script("hook-target", str(binary), str(config or ""))
         done.check_returncode()
+
+    def stop_daemon(self, name: str) -> None:
+        """Stops one daemon of the running sandbox (a key of DAEMON_READY) with SIGTERM and waits
+        until it is gone; the others keep running. start_daemon(name) ends the outage."""
+        if name not in DAEMON_READY:
+            raise ValueError(f"name must be one of {sorted(DAEMON_READY)}, not {name!r}")
+        pid_file = self.directory / "pids" / f"{name}.pid"
+        pid = int(pid_file.read_text())
+        proc = Path(f"/proc/{pid}")
+        argv = (proc / "cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
+        environ = dict(item.split("=", 1) for item in
+                       (proc / "environ").read_bytes().rstrip(b"\0").decode().split("\0") if "=" in item)
+        root = os.readlink(proc / "root")
+        if root != "/":  # a chroot release: start it inside the chroot again
+            argv = ["chroot", root, *argv]
+        self._stopped[name] = (argv, environ, os.readlink(proc / "cwd"))
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while _running(pid):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{name} (pid {pid}) still runs {STOP_TIMEOUT_S} s after SIGTERM")
+            time.sleep(0.1)
+
+    def start_daemon(self, name: str, timeout: float = CLIENT_TIMEOUT_S) -> None:
+        """Starts a daemon stop_daemon stopped, as scripts/slurm-sandbox had started it (same command
+        line, environment, log, pid file: `stop` and `clean` stop it too), and waits until it answers."""
+        argv, environ, cwd = self._stopped.pop(name)
+        log = self.directory / "log" / f"{name}.out"
+        done = subprocess.run(["sh", "-c", 'log=$1; shift; nohup "$@" >>"$log" 2>&1 </dev/null & echo $!',
+                               "sh", str(log), *argv], env=environ, cwd=cwd, capture_output=True, text=True,
+                              check=True)
+        (self.directory / "pids" / f"{name}.pid").write_text(done.stdout)
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self.run(*DAEMON_READY[name], check=False)
+            if answer.returncode == 0 and (name != "slurmctld" or "is UP" in answer.stdout):
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{name} does not answer {timeout} s after its start: {answer.stderr.strip()}")
+            time.sleep(POLL_INTERVAL_S)
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (this machine's PID 1 reaps orphans late)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
