@@ -37,10 +37,12 @@ def live_resources(live: LiveJob, cluster: str, ctx: TranslateContext) -> list[R
         return None
     nodes = res.nodes
     if type(nodes) is NodesV2 and nodes.allocation:
-        allocation = _shape2_nodes(nodes.allocation)
+        listed, allocation = len(nodes.allocation), list(_shape2_nodes(nodes.allocation))
     elif res.allocated_nodes:
-        allocation = _shape1_nodes(res.allocated_nodes)
+        listed, allocation = len(res.allocated_nodes), list(_shape1_nodes(res.allocated_nodes))
     else:
+        return None
+    if len(allocation) < listed:  # a node without a usable name: the detail is damaged, sacct's hostlist is not
         return None
     gres = live.gres_detail or ()
     comment_ids = pci_comment(live.comment)
