@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import sqlite3
 import time
 
 import msgspec
@@ -23,8 +24,10 @@ from actors.errors import SlurmError
 from actors.logs import job_tag
 from actors.messages import NULL_RAW, BatchDone, JobNudge, QuerierInbox, SlurmBatch, SlurmJobRecord
 from actors.node_states import nodestate_body
+from actors.nudge_queue import NudgeQueue, Query
 from actors.outbox import NODESTATE_KEY, Outbox
 from actors.runtime import POLL_TIMEOUT_MS, ActorRuntime
+from actors.slurm_call import SlurmCall, sacct_jobs_argv
 from actors.slurm_cli import SlurmCommands, SlurmRelease
 
 RECORDS_PER_BATCH = 500  #: bounds one message; a busy week arrives as many batches
@@ -35,10 +38,6 @@ ACK_TIMEOUT_S = 15.0  #: a batch the translator did not acknowledge by then is s
 #: 1 s, which lost jobs on the test bench; the outbox makes re-reading harmless.
 WINDOW_OVERLAP_S = 60
 MAX_RETRY_DELAY_S = 60.0
-#: A hook event is queried this soon (at most slurmQueryDelay): events arriving meanwhile share
-#: the one sacct call, and a call in progress batches whatever arrives during it.
-NUDGE_GATHER_S = 0.2
-NUDGE_RETRY_S = 0.25  #: first retry of a hook-nudged job whose final record sacct does not show yet
 VERSION_KEY = "adapter.version"  #: kv: the adapter version that last ran on this store
 
 
@@ -85,31 +84,50 @@ class JobKey(msgspec.Struct):
         return bool(self.time.start)
 
 
+class _JobId(msgspec.Struct):
+    job_id: int
+    cluster: msgspec.Raw = msgspec.Raw(b'""')
+
+
+_LONE_SURROGATE = re.compile(  # the same as actors.translate's
+    rb"(?<!\\)\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})(?<!\\)\\u[dD][c-fC-F][0-9a-fA-F]{2}")
 _doc_decoder = msgspec.json.Decoder(JobsDoc)
 _key_decoder = msgspec.json.Decoder(JobKey)
+_id_decoder = msgspec.json.Decoder(_JobId)
 
 
 def split_jobs(document: bytes, what: str) -> list[tuple[JobKey, msgspec.Raw]]:
-    """One (key, raw record) per job; a record whose key cannot be read is skipped and logged."""
+    """One (key, raw record) per job. A record whose other key fields cannot be read still goes on
+    with its job id (the translator quarantines it with the JSON path of the fault); one without a
+    usable job_id is skipped and logged."""
     try:
         raws = _doc_decoder.decode(document).jobs
     except msgspec.DecodeError as e:
-        raise SlurmError(f"{what} printed something that is not Slurm JSON: {e}") from None
+        # A lone UTF-16 surrogate escape anywhere fails the whole document, even into Raw: replace it
+        # by U+FFFD (as translate._repair_text does per job), so that it costs no job at all.
+        repaired = _LONE_SURROGATE.sub(rb"\\ufffd", document)
+        try:
+            raws = _doc_decoder.decode(repaired).jobs
+        except msgspec.DecodeError:
+            raise SlurmError(f"{what} printed something that is not Slurm JSON: {e}") from None
     result = []
     for index, raw in enumerate(raws):
         try:
             result.append((_key_decoder.decode(raw), raw))
-        except msgspec.DecodeError as e:
-            log_line = f"{what}: $.jobs[{index}] has no usable job_id/cluster ({e}); skipped"
-            result.append((None, log_line))
+        except (msgspec.DecodeError, UnicodeDecodeError) as e:  # invalid UTF-8: a latin-1 job name, say
+            try:
+                found = _id_decoder.decode(raw)
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                log_line = f"{what}: $.jobs[{index}] has no usable job_id/cluster ({e}); skipped"
+                result.append((None, log_line))
+            else:
+                try:
+                    cluster = msgspec.json.decode(found.cluster)
+                except (msgspec.DecodeError, UnicodeDecodeError):
+                    cluster = ""
+                result.append((JobKey(job_id=found.job_id, cluster=cluster if isinstance(cluster, str) else ""), raw))
     return result
-
-
-class Nudge:
-    def __init__(self, nudge: JobNudge, due_at: float):
-        self.cluster, self.job_id, self.context = nudge.cluster, nudge.job_id, nudge.context
-        self.due_at = due_at
-        self.attempts = 0
 
 
 class Querier:
@@ -129,7 +147,8 @@ class Querier:
         self.acknowledged: dict[tuple[str, int], tuple] = {}  # job -> progress the translator has
         self.progress_sent: dict[int, dict[tuple[str, int], tuple]] = {}  # poll id -> job -> progress
         self.in_window: set[tuple[str, int]] = set()  # jobs of the current poll's window
-        self.nudges: dict[tuple[str, int], Nudge] = {}
+        self.nudges = NudgeQueue(rt.config.slurm_query_delay, rt.config.slurm_max_retries)
+        self.nudge_calls: list[tuple[SlurmCall, Query]] = []  # the sacct -j of nudges running now
         self.failures = 0
         self.next_poll_at = time.time() + self.config.slurm_query_delay
         self.facts = rt.facts
@@ -157,9 +176,16 @@ class Querier:
 
     def set_watermark(self, unix_s: float) -> None:
         path = self.config.last_run_path
-        if not os.path.exists(path):
-            open(path, "a").close()
-        os.utime(path, (unix_s, unix_s))
+        try:
+            if not os.path.exists(path):
+                open(path, "a").close()
+            os.utime(path, (unix_s, unix_s))
+        except OSError as e:  # stateDir read-only or full: the window stays, the next poll reads it again
+            self.facts["store_error"] = f"lastRunPath {path}: {e.strerror or e}"
+            self.log.error("cannot move the poll watermark, lastRunPath %s: %s; the next poll reads the window again",
+                           path, e.strerror or e)
+            return
+        self.facts.pop("store_error", None)
         self.facts["watermark"] = unix_s
 
     # --- Slurm ----------------------------------------------------------------------------------
@@ -184,7 +210,10 @@ class Querier:
         except SlurmError as e:
             self.log.warning("node states not updated: %s", e)
             return
-        self.outbox.kv_set(NODESTATE_KEY, body)
+        try:
+            self.outbox.kv_set(NODESTATE_KEY, body)
+        except sqlite3.Error as e:  # stateDir full or read-only
+            self.log.warning("node states not kept: %s", e)
 
     def live_index(self) -> dict[int, msgspec.Raw]:
         document = self.slurm.live_jobs(self.ensure_release())
@@ -275,43 +304,63 @@ class Querier:
     # --- hook nudges ------------------------------------------------------------------------------
 
     def on_nudge(self, nudge: JobNudge, now: float) -> None:
-        key = (nudge.cluster, nudge.job_id)
-        if key not in self.nudges:  # coalesce: one query for many events of the same job
-            self.nudges[key] = Nudge(nudge, now + min(self.config.slurm_query_delay, NUDGE_GATHER_S))
-        else:
-            self.nudges[key].context = nudge.context or self.nudges[key].context
+        self.nudges.add(nudge, now)  # the same job again costs nothing (actors/nudge_queue.py)
+        self.facts["nudges_received"] = self.facts.get("nudges_received", 0) + 1
         self.facts["pending_nudges"] = len(self.nudges)
 
-    def query_nudged(self, now: float) -> None:
-        due = [n for n in self.nudges.values() if n.due_at <= now]
-        if not due:
-            return
+    def start_nudge_queries(self, now: float) -> None:
+        """Start the sacct -j calls the nudge queue asks for; they run while the loop goes on receiving."""
+        while (query := self.nudges.start(now)) is not None:
+            try:
+                self.ensure_release()
+                call = SlurmCall(sacct_jobs_argv(query.job_ids), self.slurm.env, self.config.slurm_command_timeout)
+            except SlurmError:
+                self.nudges.fail(query, now)
+                raise
+            self.slurm.calls += 1
+            self.nudge_calls.append((call, query))
+            self.facts["nudge_sacct_calls"] = self.facts.get("nudge_sacct_calls", 0) + 1
+            self.facts["nudge_jobs_asked"] = self.facts.get("nudge_jobs_asked", 0) + len(query.nudges)
+
+    def pump_nudge_queries(self, now: float) -> None:
+        """Read what the running calls wrote; settle those that are done."""
+        for call, query in list(self.nudge_calls):
+            if call.pump():
+                self.nudge_calls.remove((call, query))
+                try:
+                    self.settle_nudge_query(query, call.result())
+                except SlurmError:
+                    self.nudges.fail(query, now)
+                    raise
+                self.failures = 0  # Slurm answers again: the next error backs off from the start
+
+    def settle_nudge_query(self, query: Query, document: bytes) -> None:
+        """The jobs that show what their event promised go to the translator, the others try again later."""
         release = self.ensure_release()
-        rows = split_jobs(self.slurm.sacct_jobs([n.job_id for n in due]), "sacct -j")
-        found = {key.job_id: (key, raw) for key, raw in rows if key is not None}
-        live = self.live_index()
-        ready = []
-        for nudge in due:
-            key, raw = found.get(nudge.job_id, (None, None))
-            if key is not None and key.ready_for(nudge.context):
-                ready.append(SlurmJobRecord(job_id=key.job_id, cluster=key.cluster or "", sacct=raw,
-                                            live=live.get(key.job_id, NULL_RAW)))
-                del self.nudges[(nudge.cluster, nudge.job_id)]
-                continue
-            nudge.attempts += 1
-            if nudge.attempts >= self.config.slurm_max_retries:
-                self.log.warning("%s: sacct has no final record after %d tries; the next poll will pick it up",
-                                 job_tag(nudge.cluster, nudge.job_id), nudge.attempts)
-                del self.nudges[(nudge.cluster, nudge.job_id)]
-            else:  # sacct lags slurmctld by a fraction of a second: look again soon, then less often
-                nudge.due_at = now + min(self.config.slurm_query_delay, NUDGE_RETRY_S * 2 ** (nudge.attempts - 1))
+        found = {key.job_id: (key, raw) for key, raw in split_jobs(document, "sacct -j") if key is not None}
+        ready = {n.key: found[n.job_id] for n in query.nudges
+                 if n.job_id in found and found[n.job_id][0].ready_for(n.context)}
+        live = self.live_index() if ready else {}  # after sacct, as in a poll; only when a job goes on
+        given_up = self.nudges.settle(query, set(ready), time.time())
+        if given_up:
+            tags = [job_tag(n.cluster, n.job_id) for n in given_up[:10]]
+            self.log.warning("sacct has no final record of %d nudged job(s) after %d tries; the next poll will "
+                             "pick them up: %s%s", len(given_up), self.nudges.max_retries, ", ".join(tags),
+                             ", ..." if len(given_up) > len(tags) else "")
         if ready:
-            self.send_batch(ready, release, "hook", None)
+            records = [SlurmJobRecord(job_id=key.job_id, cluster=key.cluster or "", sacct=raw,
+                                      live=live.get(key.job_id, NULL_RAW)) for key, raw in ready.values()]
+            for part in _batches(records):
+                self.send_batch(part, release, "hook", None)
+            self.nudges.went_on_ended([job for job, (key, _) in ready.items() if key.time.end], time.time())
+        self.log.debug("sacct -j for %d nudged job(s): %d to the translator, %d waiting",
+                       len(query.nudges), len(ready), len(self.nudges))
         self.facts["pending_nudges"] = len(self.nudges)
 
     def next_wakeup_ms(self, now: float) -> int:
-        times = [self.next_poll_at] + [n.due_at for n in self.nudges.values()]
-        return max(0, min(POLL_TIMEOUT_MS, int((min(times) - now) * 1000)))
+        due_at = self.nudges.next_due_at()
+        wake_at = self.next_poll_at if due_at is None else min(self.next_poll_at, due_at)
+        return max(0, min(POLL_TIMEOUT_MS, int((wake_at - now) * 1000)))
 
     def on_slurm_error(self, error: SlurmError, now: float) -> None:
         self.failures += 1
@@ -322,8 +371,7 @@ class Querier:
         self.facts["last_error"] = str(error)
         self.log.error("%s; retrying in %.0f s", error, delay)
         self.next_poll_at = min(self.next_poll_at, now + delay)
-        for nudge in self.nudges.values():
-            nudge.due_at = max(nudge.due_at, now + delay)
+        self.nudges.postpone(now + delay)
 
 
 def _batches(records: list[SlurmJobRecord]):
@@ -338,10 +386,13 @@ def run(rt: ActorRuntime) -> int:
     outbox = Outbox(rt.config.outbox_path)
     querier = Querier(rt, to_translator, outbox)
     querier.retry_quarantined_after_upgrade()
-    poller = zmq.Poller()
-    poller.register(inbox, zmq.POLLIN)
     while rt.keep_running():
         now = time.time()
+        poller = zmq.Poller()  # the inbox, and the pipes of the sacct -j calls running for nudges
+        poller.register(inbox, zmq.POLLIN)
+        for call, _ in querier.nudge_calls:
+            for fd in call.fds():
+                poller.register(fd, zmq.POLLIN)
         if poller.poll(querier.next_wakeup_ms(now)):
             for message in rt.receive_all(inbox, decoder):
                 match message:
@@ -351,8 +402,8 @@ def run(rt: ActorRuntime) -> int:
                         querier.on_batch_done(message)
         now = time.time()
         try:
-            if querier.nudges:
-                querier.query_nudged(now)
+            querier.pump_nudge_queries(now)
+            querier.start_nudge_queries(now)
             if now >= querier.next_poll_at:
                 querier.next_poll_at = now + rt.config.slurm_poll_interval
                 querier.nudge_quarantine_retries(now)
@@ -363,5 +414,7 @@ def run(rt: ActorRuntime) -> int:
             querier.on_slurm_error(e, now)
         querier.resend_unacknowledged(time.time())
         querier.facts["slurm_calls"] = querier.slurm.calls
+    for call, _ in querier.nudge_calls:
+        call.abandon()
     outbox.close()
     return 0
