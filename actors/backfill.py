@@ -4,7 +4,7 @@
 
 Walks the jobs that *started* between --since and --until in windows of slurmQueryChunk seconds:
 one `sacct --json` per window (never one per job), each job read and translated exactly as the
-daemon does (slurm_querier.split_jobs, translate.translate_record, one slurmctld snapshot for the
+daemon does (slurm_records.split_jobs, translate.translate_record, one slurmctld snapshot for the
 live detail), and one paged `GET /api/jobs/?cluster=C&start-time=<window>` per window and cluster
 for what cc-backend has. A job started in a window belongs to that window only, so a long job is
 compared once however many windows it spans.
@@ -183,7 +183,7 @@ class Backfill:
 
     def run(self, daemon_running: bool | None = None) -> int:
         from actors.errors import BackendUnavailable, SlurmError
-        from actors.slurm_querier import split_jobs
+        from actors.slurm_records import split_jobs
 
         s = self.summary
         spans = windows(s.since, s.until, self.chunk_s)
@@ -238,7 +238,7 @@ class Backfill:
             return TranslateContext.from_config(self.config)
 
     def window(self, window: tuple[int, int], last: bool, live: dict, ctx, release: str) -> None:
-        from actors.slurm_querier import split_jobs
+        from actors.slurm_records import split_jobs
         from actors.translate import translate_record
 
         s = self.summary

@@ -29,6 +29,7 @@ from actors.outbox import NODESTATE_KEY, Outbox
 from actors.runtime import POLL_TIMEOUT_MS, ActorRuntime
 from actors.slurm_call import SlurmCall, sacct_jobs_argv
 from actors.slurm_cli import SlurmCommands, SlurmRelease
+from actors.slurm_records import JobKey, split_jobs
 
 RECORDS_PER_BATCH = 500  #: bounds one message; a busy week arrives as many batches
 ACK_TIMEOUT_S = 15.0  #: a batch the translator did not acknowledge by then is sent again (it died)
@@ -39,95 +40,7 @@ ACK_TIMEOUT_S = 15.0  #: a batch the translator did not acknowledge by then is s
 WINDOW_OVERLAP_S = 60
 MAX_RETRY_DELAY_S = 60.0
 VERSION_KEY = "adapter.version"  #: kv: the adapter version that last ran on this store
-
-
-class JobsDoc(msgspec.Struct):
-    jobs: list[msgspec.Raw] = []
-
-
-class _Time(msgspec.Struct, frozen=True):
-    start: int | None = 0
-    end: int | None = 0
-
-
-class _State(msgspec.Struct, frozen=True):
-    current: str | list[str] | None = None
-
-
-class JobKey(msgspec.Struct):
-    """Just enough of a job record to route it and to tell whether sacct has its final record."""
-
-    job_id: int
-    cluster: str | None = ""
-    name: str | None = ""
-    partition: str | None = ""
-    time: _Time = _Time()
-    state: _State = _State()
-
-    @property
-    def is_placeholder(self) -> bool:
-        # slurmdbd's first 1-5 s after a start: name "allocation", no partition, state PENDING.
-        return self.name == "allocation" and not self.partition
-
-    @property
-    def progress(self) -> tuple:
-        """What changes when a job moves on; a record with the same progress says nothing new."""
-        state = self.state.current
-        return (self.time.start, self.time.end, tuple(state) if isinstance(state, list) else state,
-                self.is_placeholder)
-
-    def ready_for(self, context: str) -> bool:
-        if self.is_placeholder:
-            return False
-        if context == "epilog_slurmctld":
-            return bool(self.time.end)
-        return bool(self.time.start)
-
-
-class _JobId(msgspec.Struct):
-    job_id: int
-    cluster: msgspec.Raw = msgspec.Raw(b'""')
-
-
-_LONE_SURROGATE = re.compile(  # the same as actors.translate's
-    rb"(?<!\\)\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
-    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})(?<!\\)\\u[dD][c-fC-F][0-9a-fA-F]{2}")
-_doc_decoder = msgspec.json.Decoder(JobsDoc)
-_key_decoder = msgspec.json.Decoder(JobKey)
-_id_decoder = msgspec.json.Decoder(_JobId)
-
-
-def split_jobs(document: bytes, what: str) -> list[tuple[JobKey, msgspec.Raw]]:
-    """One (key, raw record) per job. A record whose other key fields cannot be read still goes on
-    with its job id (the translator quarantines it with the JSON path of the fault); one without a
-    usable job_id is skipped and logged."""
-    try:
-        raws = _doc_decoder.decode(document).jobs
-    except msgspec.DecodeError as e:
-        # A lone UTF-16 surrogate escape anywhere fails the whole document, even into Raw: replace it
-        # by U+FFFD (as translate._repair_text does per job), so that it costs no job at all.
-        repaired = _LONE_SURROGATE.sub(rb"\\ufffd", document)
-        try:
-            raws = _doc_decoder.decode(repaired).jobs
-        except msgspec.DecodeError:
-            raise SlurmError(f"{what} printed something that is not Slurm JSON: {e}") from None
-    result = []
-    for index, raw in enumerate(raws):
-        try:
-            result.append((_key_decoder.decode(raw), raw))
-        except (msgspec.DecodeError, UnicodeDecodeError) as e:  # invalid UTF-8: a latin-1 job name, say
-            try:
-                found = _id_decoder.decode(raw)
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                log_line = f"{what}: $.jobs[{index}] has no usable job_id/cluster ({e}); skipped"
-                result.append((None, log_line))
-            else:
-                try:
-                    cluster = msgspec.json.decode(found.cluster)
-                except (msgspec.DecodeError, UnicodeDecodeError):
-                    cluster = ""
-                result.append((JobKey(job_id=found.job_id, cluster=cluster if isinstance(cluster, str) else ""), raw))
-    return result
+_NO_LIVE = (None, NULL_RAW)  #: a job slurmctld does not hold (any more)
 
 
 class Querier:
@@ -215,9 +128,9 @@ class Querier:
         except sqlite3.Error as e:  # stateDir full or read-only
             self.log.warning("node states not kept: %s", e)
 
-    def live_index(self) -> dict[int, msgspec.Raw]:
+    def live_index(self) -> dict[int, tuple[JobKey, msgspec.Raw]]:
         document = self.slurm.live_jobs(self.ensure_release())
-        return {key.job_id: raw for key, raw in split_jobs(document, "live jobs") if key is not None}
+        return {key.job_id: (key, raw) for key, raw in split_jobs(document, "live jobs") if key is not None}
 
     # --- polls ----------------------------------------------------------------------------------
 
@@ -250,7 +163,7 @@ class Querier:
         self.log.info("poll %s..%s: %d batches to the translator", int(start), int(now), len(batch_ids))
         self.finish_poll_if_done(poll_id)
 
-    def records(self, rows, live: dict[int, msgspec.Raw], poll_id: int) -> list[SlurmJobRecord]:
+    def records(self, rows, live: dict[int, tuple[JobKey, msgspec.Raw]], poll_id: int) -> list[SlurmJobRecord]:
         """The jobs whose progress changed since the translator last acknowledged them; a long
         running job is sent once while it runs and once when it ends, not at every poll."""
         records = []
@@ -264,7 +177,7 @@ class Querier:
                 continue
             self.progress_sent.setdefault(poll_id, {})[job] = key.progress
             records.append(SlurmJobRecord(job_id=key.job_id, cluster=key.cluster or "", sacct=raw,
-                                          live=live.get(key.job_id, NULL_RAW)))
+                                          live=live.get(key.job_id, _NO_LIVE)[1]))
         return records
 
     def send_batch(self, records: list[SlurmJobRecord], release: SlurmRelease, source: str, poll_id: int | None) -> int:
@@ -338,9 +251,13 @@ class Querier:
         """The jobs that show what their event promised go to the translator, the others try again later."""
         release = self.ensure_release()
         found = {key.job_id: (key, raw) for key, raw in split_jobs(document, "sacct -j") if key is not None}
-        ready = {n.key: found[n.job_id] for n in query.nudges
-                 if n.job_id in found and found[n.job_id][0].ready_for(n.context)}
-        live = self.live_index() if ready else {}  # after sacct, as in a poll; only when a job goes on
+        asked = [n for n in query.nudges if n.job_id in found]
+        # slurmctld's view after sacct's, as in a poll; only when a job may go on. An ended job that
+        # sacct still shows as its placeholder goes on when slurmctld's record has what it lacks.
+        live = self.live_index() if any(found[n.job_id][0].ready_for(n.context)
+                                         or found[n.job_id][0].may_be_completed_by_live for n in asked) else {}
+        ready = {n.key: found[n.job_id] for n in asked
+                 if found[n.job_id][0].ready_for(n.context, live.get(n.job_id, _NO_LIVE)[0])}
         given_up = self.nudges.settle(query, set(ready), time.time())
         if given_up:
             tags = [job_tag(n.cluster, n.job_id) for n in given_up[:10]]
@@ -349,7 +266,7 @@ class Querier:
                              ", ..." if len(given_up) > len(tags) else "")
         if ready:
             records = [SlurmJobRecord(job_id=key.job_id, cluster=key.cluster or "", sacct=raw,
-                                      live=live.get(key.job_id, NULL_RAW)) for key, raw in ready.values()]
+                                      live=live.get(key.job_id, _NO_LIVE)[1]) for key, raw in ready.values()]
             for part in _batches(records):
                 self.send_batch(part, release, "hook", None)
             self.nudges.went_on_ended([job for job, (key, _) in ready.items() if key.time.end], time.time())

@@ -311,6 +311,15 @@ class LiveJob(msgspec.Struct, gc=False):
     comment: str | None = None
     shared: StrOrList = None  # str/null in 22.05, [str] 23.02+, always [] in 26.05
     exclusive: str | list[str] | bool | None = None  # [str] in 23.02-24.05 only
+    # what a sacct placeholder record lacks (translate_placeholder.py)
+    name: str | None = None
+    partition: str | None = None
+    qos: str | None = None
+    nodes: str | None = None
+    node_count: SlurmInt = None
+    time_limit: SlurmInt = None  #: minutes
+    current_working_directory: str | None = None
+    cpus: SlurmInt = None
 
 
 class LiveDocument(msgspec.Struct, gc=False):

@@ -5,7 +5,8 @@ The mapping of cc-slurm-adapter-spec.md §3 with the fixes of §13 and of the tr
 never-started, pending and placeholder records send nothing; a body the server would reject
 (contract §5.2: no user, no host, counts beyond int32) is quarantined instead of sent; stops
 carry startTime. Its parts live beside it: translate_states (jobState, exit code),
-translate_resources (hosts, hardware threads, GPUs), translate_info (slurmInfo text).
+translate_resources (hosts, hardware threads, GPUs), translate_info (slurmInfo text),
+translate_placeholder (an ended placeholder record completed from the live record).
 Heterogeneous jobs need no rule of their own: sacct reports each component as a record with its
 own job_id, which goes to cc-backend as its own job, as the original does (spec §4.8); slurmInfo
 names the het job and the offset.
@@ -19,12 +20,9 @@ from actors.cc_bodies import INT32_MAX, INT64_MAX, JobMeta, StartJob, StopJob
 from actors.slurm_views import NO_VAL32, TRES_LIST, LiveJob, SacctJob, first_str, int_value
 from actors.translate_context import CACHE_MAX, TranslateContext
 from actors.translate_info import slurm_info
+from actors.translate_placeholder import PLACEHOLDER_NAME, completed_from_live, is_placeholder
 from actors.translate_resources import live_resources
 from actors.translate_states import UNFINISHED_STATES, exit_code, slurm_state, stop_state
-
-#: The record sacct shows for 1-5 s after a start, before the real one (fixtures README).
-PLACEHOLDER_NAME = "allocation"
-
 
 class Translation(msgspec.Struct, gc=False):
     """What one Slurm record asks of cc-backend. Exactly one of: a start (and, for a finished
@@ -58,6 +56,8 @@ def translate_job(job: SacctJob, live: LiveJob | None, job_script: str | None,
 
 def _translate(job: SacctJob, live: LiveJob | None, job_script: str | None,
                ctx: TranslateContext) -> Translation:
+    if job.name == PLACEHOLDER_NAME and is_placeholder(job):
+        job = completed_from_live(job, live) or job  # a finished job slurmdbd has no full record of yet
     job_id = job.job_id
     if not 0 < job_id <= INT64_MAX:
         raise Quarantine("$.job_id", f"job id {job_id} is outside 1..2^63-1")
