@@ -155,17 +155,19 @@ class Outbox(JobJournal):
 
     def next_due_at(self, sink: str, stop_hold_s: float = 0.0) -> float | None:
         """When due() will next hand out a row (same rules: a stop waits for its start, and then
-        `stop_hold_s`), None if never."""
-        stop_due, args = ("MAX(d.next_try_at, s.delivered_at + ?)", (stop_hold_s, sink)) if stop_hold_s else \
+        `stop_hold_s`), None if never. Called at every wakeup: the start rows are one index seek,
+        and only pending stops are matched with their start."""
+        start = self.db.execute(
+            "SELECT MIN(next_try_at) FROM deliveries INDEXED BY deliveries_due"
+            " WHERE sink = ? AND state = 'pending' AND event = 'start_job'", (sink,)).fetchone()[0]
+        held, args = ("MAX(d.next_try_at, s.delivered_at + ?)", (stop_hold_s, sink)) if stop_hold_s else \
             ("d.next_try_at", (sink,))
-        row = self.db.execute(
-            f"SELECT MIN(CASE WHEN d.event = 'start_job' THEN d.next_try_at ELSE {stop_due} END)"
-            " FROM deliveries d INDEXED BY deliveries_due LEFT JOIN deliveries s ON s.sink = d.sink"
-            " AND s.cluster = d.cluster AND s.job_id = d.job_id AND s.start_time = d.start_time"
-            " AND s.event = 'start_job' AND s.state = 'delivered'"
-            " WHERE d.sink = ? AND d.state = 'pending' AND (d.event = 'start_job' OR s.id IS NOT NULL)",
-            args).fetchone()
-        return row[0]
+        stop = self.db.execute(
+            f"SELECT MIN({held}) FROM deliveries d INDEXED BY deliveries_due"
+            " JOIN deliveries s ON s.sink = d.sink AND s.cluster = d.cluster AND s.job_id = d.job_id"
+            " AND s.start_time = d.start_time AND s.event = 'start_job' AND s.state = 'delivered'"
+            " WHERE d.sink = ? AND d.state = 'pending' AND d.event = 'stop_job'", args).fetchone()[0]
+        return min((t for t in (start, stop) if t is not None), default=None)
 
     def get(self, row_id: int) -> Row | None:
         row = self.db.execute(f"SELECT {ROW_COLUMNS} FROM deliveries WHERE id = ?", (row_id,)).fetchone()
