@@ -18,11 +18,6 @@ log = logging.getLogger("slurm_querier")
 READ_BYTES = 1 << 16
 
 
-def sacct_jobs_argv(job_ids: list[int]) -> list[str]:
-    """The allocation records of these jobs, of every user (as actors.slurm_cli.SlurmCommands.sacct_jobs)."""
-    return ["sacct", "--json", "--allusers", "--allocations", "--jobs", ",".join(str(j) for j in sorted(set(job_ids)))]
-
-
 class SlurmCall:
     def __init__(self, argv: list[str], env: dict, timeout_s: float):
         log.debug("running %s", " ".join(argv))

@@ -56,6 +56,11 @@ def slurm_time(unix_s: float) -> str:
     return time.strftime(SLURM_TIME_FORMAT, time.gmtime(unix_s))
 
 
+def sacct_jobs_argv(job_ids: list[int]) -> list[str]:
+    """The allocation records of these jobs, of every user."""
+    return ["sacct", "--json", "--allusers", "--allocations", "--jobs", ",".join(str(j) for j in sorted(set(job_ids)))]
+
+
 class SlurmCommands:
     """Runs Slurm clients. `while_waiting` is called about once a second during a long command."""
 
@@ -108,8 +113,7 @@ class SlurmCommands:
                          "--starttime", slurm_time(start_s), "--endtime", slurm_time(end_s)])
 
     def sacct_jobs(self, job_ids: list[int]) -> bytes:
-        ids = ",".join(str(j) for j in sorted(set(job_ids)))
-        return self.run(["sacct", "--json", "--allusers", "--allocations", "--jobs", ids])
+        return self.run(sacct_jobs_argv(job_ids))
 
     def live_jobs(self, release: SlurmRelease) -> bytes:
         """Every job slurmctld still holds in memory (running, and finished within MinJobAge).

@@ -27,8 +27,8 @@ from actors.node_states import nodestate_body
 from actors.nudge_queue import NudgeQueue, Query
 from actors.outbox import NODESTATE_KEY, Outbox
 from actors.runtime import POLL_TIMEOUT_MS, ActorRuntime
-from actors.slurm_call import SlurmCall, sacct_jobs_argv
-from actors.slurm_cli import SlurmCommands, SlurmRelease
+from actors.slurm_call import SlurmCall
+from actors.slurm_cli import SlurmCommands, SlurmRelease, sacct_jobs_argv
 from actors.slurm_records import JobKey, split_jobs
 
 RECORDS_PER_BATCH = 500  #: bounds one message; a busy week arrives as many batches

@@ -9,7 +9,8 @@ import pytest
 from actors.errors import SlurmError
 from actors.messages import JobNudge
 from actors.nudge_queue import GATHER_S, MAX_JOBS_PER_QUERY, NudgeQueue
-from actors.slurm_call import SlurmCall, sacct_jobs_argv
+from actors.slurm_call import SlurmCall
+from actors.slurm_cli import sacct_jobs_argv
 
 T0 = 1_000_000.0
 PROLOG, EPILOG = "prolog_slurmctld", "epilog_slurmctld"
