@@ -27,6 +27,7 @@ DONE, WAIT_FOR_START, RETRY, AUTH, FAILED = "done", "wait_for_start", "retry", "
 #: 4xx that mean "not now" rather than "never": request timeout, too early, too many requests.
 TRANSIENT_4XX = frozenset((408, 425, 429))
 #: the body of cc-backend's 404 for a route that is not mounted (NATS API on, or a wrong ccRestUrl)
+COMMIT_MARGIN_S = 2.0  #: added to ccCommitInterval: the commit worker's own run takes a moment
 NO_ROUTE = "the requested endpoint does not exist"
 
 
@@ -106,3 +107,11 @@ def _transport_reason(error: BaseException | type[BaseException] | None) -> str:
     else:
         what = "no answer"
     return f"{what}: {kind.__name__}" + (f": {detail}" if detail else "")
+
+
+def stop_hold_s(commit_interval_s: int, backend_profile: str | None) -> float:
+    """How long a REST stop waits after its start was confirmed. cc-backend v1.5 keeps a new job in
+    job_cache until its commit worker runs; a stop that meets the job there can race that worker
+    and stop another job (docs/engineering-notes.md). Once committed, a stop is safe. v1.4 has no
+    cache; 0 turns the hold off."""
+    return 0.0 if backend_profile == "v1.4" or commit_interval_s == 0 else commit_interval_s + COMMIT_MARGIN_S

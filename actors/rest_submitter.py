@@ -17,7 +17,7 @@ import zmq
 from actors import metric_counts
 from actors.backoff import compute_backoff
 from actors.cc_rest import CcRest
-from actors.delivery_policy import classify_rest_answer
+from actors.delivery_policy import classify_rest_answer, stop_hold_s
 from actors.errors import BackendUnavailable
 from actors.logs import job_tag
 from actors.messages import SinkInbox
@@ -40,7 +40,6 @@ STOP_GRACE_S = 60.0  #: a stop confirmed this long ago whose job cc-backend stil
 START_GRACE_S = 300.0
 #: in the BackendUnavailable of CcRest.detect_profile when cc-backend answers 401/403 to our JWT
 TOKEN_REFUSED = "refuses our token"
-COMMIT_MARGIN_S = 2.0  #: added to ccCommitInterval: the commit worker's own run takes a moment
 
 
 class RestSubmitter:
@@ -194,12 +193,7 @@ class RestSubmitter:
         return True
 
     def stop_hold_s(self) -> float:
-        """How long a stop waits after its start was confirmed. cc-backend v1.5 keeps a new job in
-        job_cache until its commit worker runs; a stop that meets the job there can race that worker
-        and stop another job (docs/engineering-notes.md). Once committed, a stop is safe. v1.4 has
-        no cache."""
-        interval = self.rt.config.cc_commit_interval
-        return 0.0 if self.profile == "v1.4" or interval == 0 else interval + COMMIT_MARGIN_S
+        return stop_hold_s(self.rt.config.cc_commit_interval, self.profile)
 
     def _transport_backoff(self) -> float:
         return compute_backoff(self.transport_failures + 1, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S)

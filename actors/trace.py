@@ -19,6 +19,7 @@ import time
 
 import msgspec
 
+from actors.delivery_policy import stop_hold_s
 from actors.outbox import Outbox
 from actors.slurm_views import SacctState, SacctTime, first_str, int_value
 from actors.trace_verdict import DELIVERED, SINKS, UNKNOWN, clock, compare, verdict
@@ -55,7 +56,8 @@ def gather(config, job_id: int, cluster: str | None, timeout_s: float, now: floa
     cluster = cluster or (slurm or {}).get("cluster") or None
     facts = {"jobId": job_id, "cluster": cluster, "tracedAt": time.time() if now is None else now,
              "daemon": "running" if status is not None else "not running",
-             "poll": poll_facts(config, status), "backendError": "", "slurm": slurm, "seen": [],
+             "poll": poll_facts(config, status), "backendError": "", "stopHoldS": stop_hold_s(
+                 config.cc_commit_interval, ((status or {}).get("backend") or {}).get("profile")), "slurm": slurm, "seen": [],
              "translation": {"runs": [], "quarantine": None}, "delivery": {s: [] for s in SINKS}}
     if status is not None:
         facts["backendError"] = ((status.get("backend") or {}).get("rest") or {}).get("last_error") or ""

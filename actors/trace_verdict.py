@@ -53,7 +53,7 @@ def verdict(facts: dict) -> tuple[str, str]:
                           f"fix the cause, then run: ccctl retry {r['row']}")
     waiting = [r for r in rows if r["state"] in ("pending", "published")]
     if waiting:
-        return WAITING, _waiting_line(facts, waiting)
+        return WAITING, _held_stop_line(facts, rows, waiting) or _waiting_line(facts, waiting)
     slurm_start = slurm.get("startTime") if slurm and slurm_ok else None
     backend = facts["backend"]
     if not rows and backend.get("reachable") and backend.get("jobs"):  # delivered long ago: rows pruned
@@ -134,6 +134,20 @@ def next_poll_in_s(facts: dict) -> int | None:
     if poll.get("lastPollAt") is None:
         return None
     return max(0, int(round(poll["lastPollAt"] + poll["intervalS"] - facts["tracedAt"])))
+
+
+def _held_stop_line(facts: dict, rows: list[dict], waiting: list[dict]) -> str | None:
+    """The line for a REST stop held until cc-backend has committed its start (ccCommitInterval)."""
+    hold = facts.get("stopHoldS") or 0
+    if not hold or any((r["sink"], r["event"], r["attempts"]) != ("rest", "stop_job", 0) for r in waiting):
+        return None
+    starts = [r["deliveredAt"] for r in rows if (r["sink"], r["event"], r["state"]) == ("rest", "start_job", "delivered")
+              and r["startTime"] in {w["startTime"] for w in waiting} and r["deliveredAt"]]
+    if not starts or max(starts) + hold <= facts["tracedAt"]:
+        return None
+    return (f"waiting for cc-backend's commit: the stop goes out at {clock(max(starts) + hold)}, once its start is "
+            f"{hold:g} s old (ccCommitInterval + 2 s; a stop that meets an uncommitted job can stop another one in "
+            "cc-backend v1.5); nothing to do")
 
 
 def _waiting_line(facts: dict, waiting: list[dict]) -> str:

@@ -138,3 +138,10 @@ def test_a_missing_status_without_an_error_is_retried():
 def test_an_unknown_event_is_a_programming_error():
     with pytest.raises(ValueError):
         classify_rest_answer("nodestate", 200, "")
+
+
+def test_a_rest_stop_is_held_for_the_commit_interval_plus_a_margin_except_on_v1_4_or_when_off():
+    from actors.delivery_policy import stop_hold_s
+
+    assert [stop_hold_s(120, "v1.5"), stop_hold_s(120, None), stop_hold_s(120, "v1.4"), stop_hold_s(0, "v1.5")] == \
+        [122.0, 122.0, 0.0, 0.0]

@@ -91,6 +91,15 @@ VERDICTS = [
             row(1, "start_job", "pending", attempts=0, lastTryAt=None, lastStatus=None)]),
      "waiting", f"waiting for retry (backend down since {clock(T0 + 5)}): cannot tell cc-backend's version; "
                 "rest start_job to send; nothing to do: it goes out once cc-backend answers (check it; ccctl status)"),
+    ("waiting, the stop held for cc-backend's commit", with_changes(stopHoldS=122.0, delivery__rest=[
+        row(1, "start_job", "delivered"), row(2, "stop_job", "pending", attempts=0, lastTryAt=None, lastStatus=None)]),
+     "waiting", f"waiting for cc-backend's commit: the stop goes out at {clock(T0 + 6 + 122)}, once its start is "
+                "122 s old (ccCommitInterval + 2 s; a stop that meets an uncommitted job can stop another one in "
+                "cc-backend v1.5); nothing to do"),
+    ("waiting, the stop's hold is over: an ordinary wait", with_changes(stopHoldS=2.0, delivery__rest=[
+        row(1, "start_job", "delivered"), row(2, "stop_job", "pending", attempts=0, lastTryAt=None, lastStatus=None)]),
+     "waiting", f"waiting for retry (queued since {clock(T0 + 5)}, not sent yet); rest stop_job to send; "
+                "nothing to do: it goes out once cc-backend answers (check it; ccctl status)"),
     ("quarantined", with_changes(**NOTHING, translation__quarantine={
         "state": "held", "path": "$.user", "error": "Expected `str | null`, got `object`"}),
      "quarantined", "quarantined: the translator cannot read $.user of job 42 (Expected `str | null`, got `object`); "
