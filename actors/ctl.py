@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ccctl", description=DESCRIPTION)
     parser.add_argument("-config", "--config", metavar="FILE", help="config file (default /etc/cc-slurm-adapter/config.json)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    status = sub.add_parser("status", help="actors, their pids, states, restarts and heartbeats (exit 0 ok, 1 degraded, 3 unreachable)")
+    status = sub.add_parser("status", help="health at a glance: actors, Slurm, cc-backend, outbox, quarantine, stateDir (exit 0 ok, 1 degraded, 3 unreachable)")
     status.add_argument("--json", action="store_true", help="one JSON object for scripts")
     status.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S", help="seconds to wait for the daemon (default 2)")
     sub.add_parser("translate", help="offline: print what the adapter would send for Slurm JSON files "
