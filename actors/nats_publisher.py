@@ -41,6 +41,7 @@ RECONNECT_WAIT_S = 2  #: nats-py's pause between attempts to one server
 FLUSH_TIMEOUT_S = 5.0
 RETRY_BASE_S = 1.0
 RETRY_CAP_S = 30.0  #: longest pause after failed connects or flushes
+STORE_RETRY_S = 5.0  #: after the outbox could not be written (stateDir full or read-only)
 #: NATS-only: re-send an unconfirmed row after this long while no visibility has been observed yet.
 #: A start shows up in GET /api/jobs/ only after cc-backend's commit worker (default every 2 min).
 CONFIRM_AFTER_S = 300.0
@@ -183,14 +184,30 @@ class NatsPublisher:
 
         await self.connect()
         while True:
-            now = time.time()
-            sent = 0
+            if await self.work_once(time.time()) < ROWS_PER_PASS:
+                await asyncio.sleep(IDLE_S)
+
+    async def work_once(self, now: float) -> int:
+        """One pass: publish what is due, read published rows back. An outbox that cannot be written
+        (stateDir full or read-only) pauses both for STORE_RETRY_S instead of crashing the actor: its
+        rows stay as they were, and a row published but not marked goes out again (cc-backend refuses
+        a second start or stop of the same run)."""
+        import sqlite3
+
+        sent = 0
+        try:
             if now >= self.paused_until and self.nc.is_connected:
                 sent = await self.publish_due(now)
             if self.rest is not None and now >= self.next_check_at:
                 await self.confirm_published(now)
-            if sent < ROWS_PER_PASS:
-                await asyncio.sleep(IDLE_S)
+        except sqlite3.Error as e:
+            self.rt.facts["store_error"] = f"outbox: {e}"
+            self.log.error("cannot write the outbox (%s); trying again in %.0f s", e, STORE_RETRY_S)
+            self.paused_until = self.next_check_at = time.time() + STORE_RETRY_S
+            return 0
+        if time.time() >= self.paused_until:
+            self.rt.facts.pop("store_error", None)
+        return sent
 
     async def publish_due(self, now: float) -> int:
         import asyncio

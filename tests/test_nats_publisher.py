@@ -8,7 +8,11 @@ across a broker restart). Dual mode (ccRestSubmitJobs true): a row is delivered 
 
 import asyncio
 import json
+import logging
 import os
+import sqlite3
+import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -60,6 +64,107 @@ def test_the_confirm_by_time_follows_observed_visibility_within_bounds():
     assert nats_publisher.confirm_after_s([1.0, 6.0]) == 22.0  # 2 x the slowest + 10
     assert nats_publisher.confirm_after_s([0.1]) == nats_publisher.CONFIRM_AFTER_MIN_S
     assert nats_publisher.confirm_after_s([5000.0]) == nats_publisher.CONFIRM_AFTER_MAX_S
+
+
+class FullDiskOutbox:
+    """An outbox whose writes fail like a full stateDir until `full` is cleared; reads work."""
+
+    def __init__(self, due_rows, published_rows=()):
+        self.due_rows, self.published_rows, self.full, self.written = list(due_rows), list(published_rows), True, []
+
+    def due(self, sink, now, limit):
+        return [r for r in self.due_rows if r.id not in self.written]
+
+    def published(self, sink, limit):
+        return [r for r in self.published_rows if r.id not in self.written]
+
+    def rows(self, **where):
+        return []
+
+    def _write(self, ids):
+        if self.full:
+            raise sqlite3.OperationalError("database or disk is full")
+        self.written += ids
+
+    def mark_published(self, ids, confirm_by):
+        self._write(ids)
+
+    def mark_delivered_many(self, ids):
+        self._write(ids)
+
+
+def publisher_on(outbox, rest=None):
+    """A connected publisher without sockets: publish and flush only record the lines."""
+    async def publish(subject, line):
+        lines.append(line)
+
+    async def flush(timeout):
+        pass
+
+    lines = []
+    rt = SimpleNamespace(log=logging.getLogger("test.nats_publisher"), facts={},
+                         config=SimpleNamespace(nats_subject=SUBJECT))
+    publisher = nats_publisher.NatsPublisher(rt, outbox, rest)
+    publisher.nc = SimpleNamespace(is_connected=True, publish=publish, flush=flush)
+    return publisher, lines
+
+
+def due_row(row_id: int) -> Row:
+    return Row(row_id, "nats", "c", row_id, 1000, "start_job", b'{"startTime":1000}', "pending", 0, 0.0, None, "",
+               0.0, 0.0, None)
+
+
+@pytest.mark.parametrize("mode", ["dual", "nats-only"])
+def test_an_outbox_that_cannot_be_written_pauses_publishing_and_shows_in_the_facts_instead_of_crashing(mode, caplog):
+    # Given a connected publisher with two due rows and a full stateDir
+    outbox = FullDiskOutbox([due_row(1), due_row(2)])
+    publisher, lines = publisher_on(outbox, SimpleNamespace() if mode == "nats-only" else None)
+    try:
+        # When a pass publishes them and cannot mark them
+        assert asyncio.run(publisher.work_once(100.0)) == 0
+        # Then the actor lives on, says why (for ccctl status's store section) and waits STORE_RETRY_S
+        assert publisher.rt.facts["store_error"] == "outbox: database or disk is full"
+        assert "cannot write the outbox (database or disk is full); trying again in 5 s" in caplog.text
+        resume_at = pytest.approx(time.time() + nats_publisher.STORE_RETRY_S, abs=1)
+        assert (publisher.paused_until, publisher.next_check_at) == (resume_at, resume_at)
+        assert len(lines) == 2 and outbox.written == []
+        # And a pass during the pause sends nothing and keeps the error shown
+        assert asyncio.run(publisher.work_once(publisher.paused_until - 1)) == 0
+        assert len(lines) == 2 and publisher.rt.facts["store_error"]
+        # When there is space again and the pause is over
+        outbox.full = False
+        publisher.paused_until = publisher.next_check_at = 0.0
+        publisher.rest = None  # NATS-only: no read-back in this pass (none of the rows is published yet)
+        assert asyncio.run(publisher.work_once(200.0)) == 2
+        # Then both rows are sent again (cc-backend refuses a second start) and marked; the error is gone
+        assert len(lines) == 4 and outbox.written == [1, 2]
+        assert "store_error" not in publisher.rt.facts
+    finally:
+        publisher.pool.shutdown()
+
+
+def test_a_read_back_that_cannot_mark_confirmed_rows_pauses_it_and_shows_in_the_facts():
+    # Given a NATS-only publisher with one published row cc-backend lists, and a full stateDir
+    published = due_row(7)
+    outbox = FullDiskOutbox([], [published])
+    rest = SimpleNamespace(list_jobs=lambda cluster, start_time: [
+        {"cluster": "c", "jobId": 7, "startTime": 1000, "jobState": "running"}])
+    publisher, _ = publisher_on(outbox, rest)
+    try:
+        # When the read-back confirms it and cannot mark it delivered
+        assert asyncio.run(publisher.work_once(100.0)) == 0
+        # Then the error is in the facts, the read-back waits STORE_RETRY_S and the row stays published
+        assert publisher.rt.facts["store_error"] == "outbox: database or disk is full"
+        assert publisher.next_check_at == pytest.approx(time.time() + nats_publisher.STORE_RETRY_S, abs=1)
+        assert outbox.written == [] and publisher.rt.facts["delivered"] == 0
+        # When there is space again: the next read-back marks it, and the error is gone
+        outbox.full = False
+        publisher.paused_until = publisher.next_check_at = 0.0
+        asyncio.run(publisher.work_once(200.0))
+        assert outbox.written == [7] and publisher.rt.facts["delivered"] == 1
+        assert "store_error" not in publisher.rt.facts
+    finally:
+        publisher.pool.shutdown()
 
 
 # --- the real daemon against a real broker -------------------------------------------------------
