@@ -43,7 +43,7 @@ ACTORS = {
 #: loaded once before the fork, their pages are shared by the whole tree instead of copied into each.
 SHARED_MODULES = ("sqlite3", "ssl", "subprocess", "email.parser", "email.message", "importlib.metadata",
                   "zipfile", "hashlib", "hmac", "base64", "csv", "tempfile", "actors.outbox", "actors.slurm_views",
-                  "actors.backoff")
+                  "actors.slurm_live_views", "actors.backoff")
 #: Forked only when metricsListen is set: off, it is not started, not listed, and nothing of
 #: prometheus_client is loaded anywhere in the tree.
 METRICS_ACTOR = {"metrics_exporter": "actors.metrics_exporter"}

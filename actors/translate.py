@@ -21,9 +21,8 @@ from collections.abc import Iterator
 import msgspec
 
 from actors.errors import SlurmError
-from actors.slurm_views import (
-    LIVE_DOCUMENT, LIVE_JOB, LIVE_RAW_DOCUMENT, SACCT_DOCUMENT, SACCT_JOB, SACCT_RAW_DOCUMENT, LiveJob,
-)
+from actors.slurm_live_views import LIVE_DOCUMENT, LIVE_JOB, LIVE_RAW_DOCUMENT, LiveJob
+from actors.slurm_views import SACCT_DOCUMENT, SACCT_JOB, SACCT_RAW_DOCUMENT
 from actors.translate_context import TranslateContext
 from actors.translate_mapping import Translation, translate_job
 from actors.translate_states import FALLBACK_STOP_STATE, STOP_STATES, UNFINISHED_STATES

@@ -17,7 +17,8 @@ from __future__ import annotations
 import msgspec
 
 from actors.cc_bodies import INT32_MAX, INT64_MAX, JobMeta, StartJob, StopJob
-from actors.slurm_views import NO_VAL32, TRES_LIST, LiveJob, SacctJob, first_str, int_value
+from actors.slurm_live_views import LiveJob
+from actors.slurm_views import NO_VAL32, TRES_LIST, SacctJob, first_str, int_value
 from actors.translate_context import CACHE_MAX, TranslateContext
 from actors.translate_info import slurm_info
 from actors.translate_placeholder import PLACEHOLDER_NAME, completed_from_live, is_placeholder

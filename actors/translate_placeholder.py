@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import msgspec
 
-from actors.slurm_views import LiveJob, SacctJob, SacctRequired, int_value
+from actors.slurm_live_views import LiveJob
+from actors.slurm_views import SacctJob, SacctRequired, int_value
 from actors.translate_states import UNFINISHED_STATES, slurm_state
 
 #: The record sacct shows for 1-5 s after a start, before the real one (fixtures README).

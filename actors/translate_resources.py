@@ -15,7 +15,8 @@ import re
 from collections.abc import Iterator
 
 from actors.cc_bodies import Resource
-from actors.slurm_views import NodeV1, NodesV2, NodeV2, LiveJob, int_value
+from actors.slurm_live_views import LiveJob, NodesV2, NodeV1, NodeV2
+from actors.slurm_views import int_value
 from actors.topology import HostTopology
 from actors.translate_context import TranslateContext
 

@@ -8,7 +8,8 @@ report every normal exit as SUCCESS/0 (slurm-json-across-releases.md §2 "obj A"
 
 from __future__ import annotations
 
-from actors.slurm_views import LiveExit, LiveJob, SacctJob, SacctState, first_str, int_value
+from actors.slurm_live_views import LiveExit, LiveJob
+from actors.slurm_views import SacctJob, SacctState, first_str, int_value
 
 #: Slurm state -> cc-backend v1.5 JobState for a finished run. The last block are Slurm states
 #: outside cc-backend's enum, mapped to the closest valid one (metaData.slurmState keeps the word).

@@ -3,8 +3,8 @@
 The bench runs Slurm 22.05, 24.11 and 26.05 only. This converter applies to a 24.11 document
 (data_parser v0.0.42) the differences reference/slurm-json-across-releases.md documents for each
 release's default data_parser in `meta` and in the job fields the adapter reads
-(actors/slurm_views.py), plus sacct's `association`; fields the adapter does not read stay as
-24.11 printed them. Each rule names its section of that reference:
+(actors/slurm_views.py, actors/slurm_live_views.py), plus sacct's `association`; fields the
+adapter does not read stay as 24.11 printed them. Each rule names its section of that reference:
 
 * 25.05 (v0.0.43): sacct `association` account/user/partition are "" (section "Corrections from
   a second, independent reading", first item); nothing the adapter reads changes (§5 item 14).

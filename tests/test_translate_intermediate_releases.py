@@ -16,7 +16,8 @@ import os
 import msgspec
 import pytest
 
-from actors.slurm_views import LIVE_DOCUMENT, SACCT_DOCUMENT, Meta, release_of
+from actors.slurm_live_views import LIVE_DOCUMENT
+from actors.slurm_views import SACCT_DOCUMENT, Meta, release_of
 from tests.golden import GOLDEN, case_ids, golden_names, load_golden
 from tests.release_shapes import SHAPES, live_as, sacct_as
 from tests.test_translate_golden import read, translations
