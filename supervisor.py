@@ -27,7 +27,7 @@ from actors.endpoints import Pipes, ipc_path, parse_prep_address
 from actors.errors import ConfigError
 from actors.messages import CtlReply, CtlRequest, Heartbeat
 from actors.pidfile import AlreadyRunning, PidFile
-from actors.runtime import EXIT_CONFIG, LINGER_MS, run_actor
+from actors.runtime import EXIT_CONFIG, run_actor
 
 #: The five actors, in start order: name -> the module whose run(runtime) is the actor.
 #: Each is imported in its own process after the fork, so a library only one actor needs
