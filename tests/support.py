@@ -77,8 +77,9 @@ def write_config(directory, **overrides) -> str:
         "ccRestUrl": "http://127.0.0.1:9",
         "ccRestJwt": "test-jwt",
         "slurmPollInterval": 3600,
-        # Stops at once, as the original: the tests wait for them. The one test of the hold sets it.
-        "ccCommitInterval": 0,
+        # The bench cc-backend commits every 5 s: stops wait for it (7 s), else cc-backend v1.5.4's
+        # stop/commit race can stop the wrong job and break GET /api/jobs/ for the rest of the session.
+        "ccCommitInterval": 5,
     }
     config.update(overrides)
     path = directory / "config.json"
