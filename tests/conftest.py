@@ -54,16 +54,22 @@ def slurm():
     sandbox.clean()
 
 
+def running_cc_backend(commit_interval: str = "5s", what: str = "cc-backend"):
+    """Body of a cc-backend fixture (`yield from` it): a fresh real cc-backend, stopped afterwards;
+    one that does not start fails in CI and skips elsewhere."""
+    from tests.bench.ccbackend import CcBackend
+
+    backend = CcBackend(commit_interval=commit_interval)
+    try:
+        backend.start()
+    except Exception as e:  # noqa: BLE001 - any failure to start is reported the same way
+        backend.stop()
+        service_unavailable(what, e)
+    yield backend
+    backend.stop()
+
+
 @pytest.fixture(scope="session")
 def cc_backend():
     """The real cc-backend v1.5.4 of scripts/cc-backend, REST start/stop on."""
-    from tests.bench.ccbackend import CcBackend
-
-    backend = CcBackend()
-    try:
-        backend.start()
-    except Exception as e:  # noqa: BLE001
-        backend.stop()
-        service_unavailable("cc-backend", e)
-    yield backend
-    backend.stop()
+    yield from running_cc_backend()

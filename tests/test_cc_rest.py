@@ -15,9 +15,9 @@ import pytest
 from actors.cc_rest import PROBE_CLUSTER, CcRest, Profile
 from actors.delivery_policy import AUTH, DONE, RETRY, WAIT_FOR_START, Outcome, classify_rest_answer
 from actors.errors import BackendUnavailable
-from tests.bench.ccbackend import CLUSTER, CcBackend, job_payload
+from tests.bench.ccbackend import CLUSTER, job_payload
 from tests.bench.fault_proxy import FaultProxy
-from tests.conftest import service_unavailable
+from tests.conftest import running_cc_backend
 
 pytestmark = pytest.mark.ccbackend
 
@@ -37,14 +37,7 @@ def client(cc_backend):
 def uncommitted():
     """A cc-backend of this module whose commit worker runs once an hour: started jobs stay in its
     job cache (a repeat is the UNIQUE 500, the job list stays empty). With CI=true a failed start fails."""
-    backend = CcBackend(commit_interval="1h")
-    try:
-        backend.start()
-    except Exception as e:  # noqa: BLE001 - any failure to start is reported the same way
-        backend.stop()
-        service_unavailable("cc-backend (commit every hour)", e)
-    yield backend
-    backend.stop()
+    yield from running_cc_backend("1h", "cc-backend (commit every hour)")
 
 
 @pytest.fixture

@@ -26,8 +26,7 @@ import time
 import pytest
 
 from actors.outbox import Outbox
-from tests.bench.ccbackend import CcBackend
-from tests.conftest import service_unavailable
+from tests.conftest import running_cc_backend
 from tests.support import Daemon, wait_for, write_config
 from tests.test_e2e_nats import SUBJECT, nats_backend  # noqa: F401 - the fixture
 
@@ -56,14 +55,7 @@ def start_daemon(directory, slurm, **config) -> Daemon:
 @pytest.fixture
 def rest_cc_backend():
     """A cc-backend of this test whose commit worker does not run during it (see the module's doc)."""
-    backend = CcBackend(commit_interval="1h")
-    try:
-        backend.start()
-    except Exception as e:  # noqa: BLE001
-        backend.stop()
-        service_unavailable("cc-backend", e)
-    yield backend
-    backend.stop()
+    yield from running_cc_backend("1h")
 
 
 @pytest.fixture

@@ -23,9 +23,8 @@ import sys
 import pytest
 
 from actors.outbox import START_REFUSED, Outbox
-from tests.bench.ccbackend import CcBackend
 from tests.bench.fault_proxy import FaultProxy
-from tests.conftest import service_unavailable
+from tests.conftest import running_cc_backend
 from tests.support import REPO, ccctl_command, python_env, wait_for
 from tests.test_delivery_faults import (
     START, assert_exactly_once, assert_one_run_per_job, ccctl_status, outbox_rows, settled, start_adapter, submit,
@@ -416,14 +415,7 @@ def quiet_cc_backend():
     of finished jobs hits v1.5.4's race between that worker and a stop (tests/test_exactly_once_1000.py),
     which would break GET /api/jobs/ of the session's cc-backend for every later test. A stopped job is
     listed at once without the worker."""
-    backend = CcBackend(commit_interval="1h")
-    try:
-        backend.start()
-    except Exception as e:  # noqa: BLE001 - any failure to start is reported the same way
-        backend.stop()
-        service_unavailable("cc-backend", e)
-    yield backend
-    backend.stop()
+    yield from running_cc_backend("1h")
 
 
 @pytest.fixture
