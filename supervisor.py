@@ -377,7 +377,9 @@ def _remove_stale_socket(path: str | None) -> None:
 def run_daemon(config_path: str | None, debug_level: int) -> int:
     """`cc-slurm-adapter -daemon`: check everything, then supervise until told to stop."""
     from actors.logs import setup_logging
+    from actors.malloc_tuning import keep_big_blocks_out_of_the_heap
 
+    keep_big_blocks_out_of_the_heap()
     setup_logging(debug_level)
     try:
         config = load_config(config_path, warn=log.warning)

@@ -78,10 +78,25 @@ class ActorRuntime:
                 frame = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return messages
-            try:
-                messages.append(decoder.decode(frame))
-            except msgspec.DecodeError as e:
-                self.log.warning("dropping a frame that does not decode: %s", e)
+            message = self._decode(frame, decoder)
+            if message is not None:
+                messages.append(message)
+
+    def receive_one(self, sock: zmq.Socket, decoder: msgspec.json.Decoder):
+        """The next message waiting on `sock`, decoded; None when none waits or it does not decode.
+        For big messages: only one of them is in memory at a time."""
+        try:
+            frame = sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        return self._decode(frame, decoder)
+
+    def _decode(self, frame: bytes, decoder: msgspec.json.Decoder):
+        try:
+            return decoder.decode(frame)
+        except msgspec.DecodeError as e:
+            self.log.warning("dropping a frame that does not decode: %s", e)
+            return None
 
     def beat(self, force: bool = False) -> None:
         now = time.time()
