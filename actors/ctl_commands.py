@@ -91,6 +91,8 @@ class StatusCommand:
                 "last_error": querier.get("last_error", ""),
                 "watermark": querier.get("watermark"),
                 "pending_nudges": querier.get("pending_nudges", 0),
+                # ended in slurmctld, not (yet) in sacct at the last poll: the watermark waits for them
+                "accounting_lagging_jobs": querier.get("accounting_lagging_jobs", 0),
                 # while the latest call failed: seconds since the last good poll (or the daemon's start)
                 "failing_for_s": round(now - (querier.get("last_poll_at") or supervisor.started_at), 1)
                 if querier.get("last_error") else None,
@@ -147,6 +149,8 @@ class StatusCommand:
             lines.append(f"{a['name']:<16}{pid:>8}  {a['state']:<11}{a['restarts']:>8}  {age}")
         slurm, backend, delivery = data["slurm"], data["backend"], data["delivery"]
         lines.append(f"slurm: release {slurm['release'] or '?'}, last poll {_ago(slurm['last_poll_at'])}"
+                     + (f", sacct behind slurmctld on {slurm['accounting_lagging_jobs']} ended job(s)"
+                        if slurm["accounting_lagging_jobs"] else "")
                      + (f", error: {slurm['last_error']}" if slurm["last_error"] else ""))
         lines.append(f"cc-backend: {backend['url']} ({backend['profile'] or 'not reached yet'}), mode {backend['mode']},"
                      f" last REST success {_ago(backend['rest']['last_success_at'])}")

@@ -116,7 +116,10 @@ def _slurm(status: dict) -> list:
         seen.add_metric([source], querier.get(f"{mc.JOBS_SEEN}.{source}") or 0)
     events = CounterMetricFamily("ccsa_hook_events", "Events received from the Slurm prolog/epilog hook")
     events.add_metric([], hook.get("events") or 0)
-    result = [polls, errors, seen, events]
+    lagging = GaugeMetricFamily("ccsa_slurm_accounting_lagging_jobs",
+                                "Jobs slurmctld shows ended that sacct did not show ended at the last poll")
+    lagging.add_metric([], status["slurm"].get("accounting_lagging_jobs") or 0)
+    result = [polls, errors, seen, events, lagging]
     if status["slurm"].get("last_poll_at"):
         last = GaugeMetricFamily("ccsa_slurm_last_poll_timestamp_seconds", "When the last poll succeeded (unix s)",
                                  unit="seconds")

@@ -19,6 +19,7 @@ import msgspec
 import zmq
 
 from actors import VERSION, metric_counts
+from actors.accounting_lag import HOLD_MAX_S, AccountingLag
 from actors.backoff import compute_backoff
 from actors.errors import SlurmError
 from actors.logs import job_tag
@@ -58,6 +59,7 @@ class Querier:
         self.outstanding: dict[int, tuple[SlurmBatch, float, int | None]] = {}  # id -> (batch, sent_at, poll)
         self.poll_pending: dict[int, tuple[float, set[int]]] = {}  # poll id -> (window end, batch ids)
         self.acknowledged: dict[tuple[str, int], tuple] = {}  # job -> progress the translator has
+        self.lag = AccountingLag()
         self.progress_sent: dict[int, dict[tuple[str, int], tuple]] = {}  # poll id -> job -> progress
         self.in_window: set[tuple[str, int]] = set()  # jobs of the current poll's window
         self.nudges = NudgeQueue(rt.config.slurm_query_delay, rt.config.slurm_max_retries)
@@ -147,6 +149,7 @@ class Querier:
         self.in_window = set()
         chunk = max(60, self.config.slurm_query_chunk)
         chunk_start = start
+        live: dict[int, tuple[JobKey, msgspec.Raw]] = {}
         while chunk_start < now:
             chunk_end = min(now, chunk_start + chunk)
             rows = split_jobs(self.slurm.sacct_window(chunk_start, chunk_end), "sacct")
@@ -156,12 +159,30 @@ class Querier:
             for part in _batches(self.records(rows, live, poll_id)):
                 batch_ids.add(self.send_batch(part, release, "poll", poll_id))
             chunk_start = chunk_end
-        self.poll_pending[poll_id] = (now, batch_ids)
+        self.poll_pending[poll_id] = (self.window_end(now, live), batch_ids)
         self.record_node_states()
         self.facts["polls"] += 1
         self.facts["last_poll_at"] = now
         self.log.info("poll %s..%s: %d batches to the translator", int(start), int(now), len(batch_ids))
         self.finish_poll_if_done(poll_id)
+
+    def window_end(self, now: float, live: dict[int, tuple[JobKey, msgspec.Raw]]) -> float:
+        """Where the watermark goes once this poll is acknowledged: now, or the end of the earliest
+        job slurmctld says ended that accounting has not shown ended yet (actors/accounting_lag.py)."""
+        hold = self.lag.hold_at((key for key, _ in live.values()), now)
+        self.facts["accounting_lagging_jobs"] = len(self.lag.lagging)
+        if self.lag.newly_given_up:
+            self.log.warning("sacct has not shown the end of job(s) %s for %d s though slurmctld shows them ended; "
+                             "the poll window no longer waits for them", ", ".join(map(str, self.lag.newly_given_up[:10])),
+                             HOLD_MAX_S)
+        if hold is None or hold >= now:
+            return now
+        if now - hold > WINDOW_OVERLAP_S:
+            shown = ", ".join(str(job_id) for job_id in self.lag.lagging[:10])
+            self.log.warning("slurmdbd lags: %d job(s) slurmctld ended up to %d s ago are not ended in sacct yet "
+                             "(%s%s); the next polls read again from their end", len(self.lag.lagging), now - hold,
+                             shown, ", ..." if len(self.lag.lagging) > 10 else "")
+        return hold
 
     def records(self, rows, live: dict[int, tuple[JobKey, msgspec.Raw]], poll_id: int) -> list[SlurmJobRecord]:
         """The jobs whose progress changed since the translator last acknowledged them; a long
@@ -173,6 +194,7 @@ class Querier:
                 continue
             job = (key.cluster or "", key.job_id)
             self.in_window.add(job)
+            self.lag.saw(key)
             if self.acknowledged.get(job) == key.progress:
                 continue
             self.progress_sent.setdefault(poll_id, {})[job] = key.progress
@@ -251,6 +273,8 @@ class Querier:
         """The jobs that show what their event promised go to the translator, the others try again later."""
         release = self.ensure_release()
         found = {key.job_id: (key, raw) for key, raw in split_jobs(document, "sacct -j") if key is not None}
+        for key, _ in found.values():
+            self.lag.saw(key)
         asked = [n for n in query.nudges if n.job_id in found]
         # slurmctld's view after sacct's, as in a poll; only when a job may go on. An ended job that
         # sacct still shows as its placeholder goes on when slurmctld's record has what it lacks.

@@ -29,6 +29,18 @@ class _State(msgspec.Struct, frozen=True):
     current: str | list[str] | None = None
 
 
+class _Number(msgspec.Struct, frozen=True):
+    """24.11+'s {"set": true, "infinite": false, "number": N}."""
+
+    set: bool = False
+    number: int | None = 0
+
+
+#: slurmctld's states of a job that will not run (again): its end time is final
+ENDED_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+                          "PREEMPTED", "BOOT_FAIL", "DEADLINE"})
+
+
 class JobKey(msgspec.Struct):
     """Just enough of a job record to route it and to tell whether sacct has its final record."""
 
@@ -38,6 +50,19 @@ class JobKey(msgspec.Struct):
     partition: str | None = ""
     time: _Time = _Time()
     state: _State = _State()
+    nodes: str | None = ""
+    job_state: str | list[str] | None = None  #: slurmctld's records (squeue/scontrol --json) only
+    end_time: int | _Number | None = None  #: slurmctld's records only
+
+    @property
+    def ended_in_slurmctld_at(self) -> int:
+        """For a record of slurmctld's: when the job ended after it ran; 0 while it is pending or
+        running, and for a job that never ran (no nodes: sacct's windows do not list those)."""
+        states = [self.job_state] if isinstance(self.job_state, str) else (self.job_state or [])
+        if not ENDED_STATES.intersection(states) or not self.nodes:
+            return 0
+        end = self.end_time.number if isinstance(self.end_time, _Number) and self.end_time.set else self.end_time
+        return end if isinstance(end, int) and end > 0 else 0
 
     @property
     def is_placeholder(self) -> bool:

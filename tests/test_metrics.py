@@ -126,7 +126,7 @@ STATUS = {
         actor("slurm_querier", polls=10, slurm_errors=1, **{"jobs_seen.poll": 40, "jobs_seen.hook": 2}),
     ],
     "slurm": {"release": "22.05.8", "last_poll_at": 1800000000.0, "last_error": "", "watermark": 1.0,
-              "pending_nudges": 0},
+              "pending_nudges": 0, "accounting_lagging_jobs": 2},
     "backend": {"url": "http://cc.example", "profile": "v1.5", "mode": "REST",
                 "rest": {"backend_ok": True, "last_success_at": 1800000010.0, "auth_failing": False,
                          "last_error": ""},
@@ -173,13 +173,14 @@ def test_each_actor_is_up_or_not_with_its_restarts_and_heartbeat_age():
     ]
 
 
-def test_slurm_polls_errors_jobs_seen_and_hook_events_are_counters():
+def test_slurm_polls_errors_jobs_seen_and_hook_events_are_counters_the_accounting_lag_and_last_poll_gauges():
     assert samples(STATUS, "ccsa_slurm_", "ccsa_jobs_", "ccsa_hook_events") == [
         "ccsa_slurm_polls_total 10.0",
         "ccsa_slurm_errors_total 1.0",
         'ccsa_jobs_seen_total{source="poll"} 40.0',
         'ccsa_jobs_seen_total{source="hook"} 2.0',
         "ccsa_hook_events_total 3.0",
+        "ccsa_slurm_accounting_lagging_jobs 2.0",
         "ccsa_slurm_last_poll_timestamp_seconds 1.8e+09",
     ]
 
