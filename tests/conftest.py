@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from tests.bench.fault_proxy import FaultProxy
 from tests.support import Daemon, free_port_base, write_config
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -73,3 +74,11 @@ def running_cc_backend(commit_interval: str = "5s", what: str = "cc-backend"):
 def cc_backend():
     """The real cc-backend v1.5.4 of scripts/cc-backend, REST start/stop on."""
     yield from running_cc_backend()
+
+
+@pytest.fixture
+def proxy(cc_backend):
+    """tests/bench/fault_proxy.py in front of the session's cc-backend: faults on demand."""
+    p = FaultProxy(cc_backend.url).start()
+    yield p
+    p.stop()

@@ -16,7 +16,6 @@ from actors.cc_rest import PROBE_CLUSTER, CcRest, Profile
 from actors.delivery_policy import AUTH, DONE, RETRY, WAIT_FOR_START, Outcome, classify_rest_answer
 from actors.errors import BackendUnavailable
 from tests.bench.ccbackend import CLUSTER, job_payload
-from tests.bench.fault_proxy import FaultProxy
 from tests.conftest import running_cc_backend
 
 pytestmark = pytest.mark.ccbackend
@@ -38,13 +37,6 @@ def uncommitted():
     """A cc-backend of this module whose commit worker runs once an hour: started jobs stay in its
     job cache (a repeat is the UNIQUE 500, the job list stays empty). With CI=true a failed start fails."""
     yield from running_cc_backend("1h", "cc-backend (commit every hour)")
-
-
-@pytest.fixture
-def proxy(cc_backend):
-    p = FaultProxy(cc_backend.url).start()
-    yield p
-    p.stop()
 
 
 def start_body(job_id: int, start_time: int, **overrides) -> bytes:

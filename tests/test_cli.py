@@ -1,6 +1,5 @@
 """cc-slurm-adapter's command line: the original's flags, and bad input stopped before anything starts."""
 
-import json
 import os
 import subprocess
 

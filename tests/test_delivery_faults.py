@@ -20,7 +20,6 @@ import pytest
 
 from actors.outbox import START_REFUSED, Outbox
 from tests.bench.ccbackend import CLUSTER, job_payload
-from tests.bench.fault_proxy import FaultProxy
 from tests.support import ACTOR_NAMES, REPO, ccctl_command, pid_alive, python_env, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ccbackend, pytest.mark.slow]
@@ -159,13 +158,6 @@ def ccctl_status(d) -> tuple[int, dict]:
     done = subprocess.run(ccctl_command("-config", d.config_path, "status", "--json"), capture_output=True, text=True,
                           env=python_env(), cwd=REPO)
     return done.returncode, json.loads(done.stdout)
-
-
-@pytest.fixture
-def proxy(cc_backend):
-    p = FaultProxy(cc_backend.url).start()
-    yield p
-    p.stop()
 
 
 # --- (a) kill -9 -------------------------------------------------------------------------------------------

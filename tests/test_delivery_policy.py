@@ -5,7 +5,6 @@ import socket
 
 import pytest
 import requests
-import requests
 
 from actors.delivery_policy import AUTH, DONE, FAILED, RETRY, WAIT_FOR_START, Outcome, classify_rest_answer
 from actors.errors import BackendUnavailable

@@ -7,20 +7,12 @@ import pytest
 import requests
 
 from tests.bench.ccbackend import CLUSTER, job_payload
-from tests.bench.fault_proxy import FaultProxy
 from tests.support import wait_for
 
 pytestmark = pytest.mark.ccbackend
 
 COMMIT_WAIT_S = 30.0
 job_ids = itertools.count(5000)
-
-
-@pytest.fixture
-def proxy(cc_backend):
-    p = FaultProxy(cc_backend.url).start()
-    yield p
-    p.stop()
 
 
 def call(base_url, backend, method, path, auth=True, timeout=10, **kwargs):

@@ -17,7 +17,6 @@ import time
 import pytest
 
 from actors.slurm_querier import WINDOW_OVERLAP_S
-from tests.bench.fault_proxy import FaultProxy
 from tests.fault_helpers import (
     all_in_slurmctld, assert_delivered_exactly_once, assert_runs_on, assert_slurm_failure_reported, ccctl,
     process_ids, status_text, wait_degraded, wait_healthy,
@@ -129,13 +128,6 @@ def fill_up(directory):
         os.close(fd)
     assert os.statvfs(directory).f_bavail == 0
     return path
-
-
-@pytest.fixture
-def proxy(cc_backend):
-    p = FaultProxy(cc_backend.url).start()
-    yield p
-    p.stop()
 
 
 def test_while_the_state_dir_disk_is_full_status_reports_it_the_daemon_runs_on_and_every_job_arrives_once_there_is_space(

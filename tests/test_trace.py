@@ -14,7 +14,6 @@ import pytest
 
 from actors.outbox import Outbox
 from actors.trace_verdict import clock, verdict
-from tests.bench.fault_proxy import FaultProxy
 from tests.support import REPO, ccctl_command, python_env, wait_for
 from tests.test_poison import poisoned_slurm_env  # noqa: F401 - the fixture, used below
 
@@ -215,13 +214,6 @@ def wait_caught_up(d, tmp_path) -> None:
 
 def rest_rows(facts, event):
     return [r for r in facts["delivery"]["rest"] if r["event"] == event]
-
-
-@pytest.fixture
-def proxy(cc_backend):
-    p = FaultProxy(cc_backend.url).start()
-    yield p
-    p.stop()
 
 
 @pytest.mark.slurm
