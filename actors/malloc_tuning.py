@@ -4,7 +4,7 @@ glibc raises its mmap threshold each time a large mapped block is freed (up to 3
 a 5 MB batch message or a 50 MB sacct document lands in the heap, and after a 10 000-job poll the
 heap stays at its high-water mark (scripts/bench-footprint: translator 111 MB, tree 195 MB steady).
 A fixed threshold keeps every block over 256 KiB in a mapping of its own, unmapped when freed
-(tree 83 MB steady). Set once in the supervisor; the forked actors inherit it.
+(tree 91 MB steady). Set once in the supervisor; the forked actors inherit it.
 """
 
 from __future__ import annotations
