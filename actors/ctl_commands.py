@@ -17,6 +17,8 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3  #: no answer from the supervisor
 #: A sink whose oldest undelivered row is older than this counts as failing.
 SINK_STALLED_AFTER_S = 900
+#: sacct this far behind slurmctld on an ended job is a problem (the usual lag is seconds)
+ACCOUNTING_LAG_PROBLEM_S = 300
 #: Slurm counts as failing once its latest call failed and no poll succeeded for this many poll intervals.
 SLURM_FAILING_AFTER_POLLS = 3
 #: Less free space than this in stateDir is a problem: SQLite's WAL grows to ~4 MB (1000 pages) between checkpoints.
@@ -93,6 +95,7 @@ class StatusCommand:
                 "pending_nudges": querier.get("pending_nudges", 0),
                 # ended in slurmctld, not (yet) in sacct at the last poll: the watermark waits for them
                 "accounting_lagging_jobs": querier.get("accounting_lagging_jobs", 0),
+                "accounting_lag_s": querier.get("accounting_lag_s", 0),
                 # while the latest call failed: seconds since the last good poll (or the daemon's start)
                 "failing_for_s": round(now - (querier.get("last_poll_at") or supervisor.started_at), 1)
                 if querier.get("last_error") else None,
@@ -118,6 +121,9 @@ class StatusCommand:
         slurm = data.get("slurm") or {}
         if slurm.get("failing_for_s") is not None and slurm["failing_for_s"] > slurm.get("failing_after_s", 0):
             found.append(f"Slurm: no successful poll for {int(slurm['failing_for_s'])} s: {slurm['last_error']}")
+        if slurm.get("accounting_lag_s", 0) > ACCOUNTING_LAG_PROBLEM_S:
+            found.append(f"Slurm: sacct has not shown the end of {slurm['accounting_lagging_jobs']} job(s) slurmctld "
+                         f"ended up to {int(slurm['accounting_lag_s'])} s ago: slurmdbd is behind slurmctld")
         store = data.get("store") or {}
         if store.get("error"):
             found.append(f"stateDir {store['path']}: {store['error']}")
@@ -150,7 +156,7 @@ class StatusCommand:
         slurm, backend, delivery = data["slurm"], data["backend"], data["delivery"]
         lines.append(f"slurm: release {slurm['release'] or '?'}, last poll {_ago(slurm['last_poll_at'])}"
                      + (f", sacct behind slurmctld on {slurm['accounting_lagging_jobs']} ended job(s)"
-                        if slurm["accounting_lagging_jobs"] else "")
+                        if slurm.get("accounting_lagging_jobs") else "")
                      + (f", error: {slurm['last_error']}" if slurm["last_error"] else ""))
         lines.append(f"cc-backend: {backend['url']} ({backend['profile'] or 'not reached yet'}), mode {backend['mode']},"
                      f" last REST success {_ago(backend['rest']['last_success_at'])}")

@@ -171,6 +171,7 @@ class Querier:
         job slurmctld says ended that accounting has not shown ended yet (actors/accounting_lag.py)."""
         hold = self.lag.hold_at((key for key, _ in live.values()), now)
         self.facts["accounting_lagging_jobs"] = len(self.lag.lagging)
+        self.facts["accounting_lag_s"] = round(now - hold) if hold is not None and hold < now else 0
         if self.lag.newly_given_up:
             self.log.warning("sacct has not shown the end of job(s) %s for %d s though slurmctld shows them ended; "
                              "the poll window no longer waits for them", ", ".join(map(str, self.lag.newly_given_up[:10])),
