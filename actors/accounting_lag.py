@@ -32,6 +32,15 @@ class AccountingLag:
         if key.time.end and key.time.end > self.ended_seen.get(key.job_id, 0):
             self.ended_seen[key.job_id] = key.time.end
 
+    def unconfirmed(self, live_keys: Iterable[JobKey], before: float) -> list[int]:
+        """Jobs slurmctld says ended before `before` (this poll's window start) that accounting has not
+        shown ended to this process: after a restart, every job of the last MinJobAge. Earlier windows
+        read them (the watermark could not pass them otherwise); one `sacct -j` confirms it, instead of
+        holding the window back and reading them all again."""
+        return [key.job_id for key in live_keys
+                if 0 < key.ended_in_slurmctld_at < before and key.job_id not in self.given_up
+                and self.ended_seen.get(key.job_id, 0) < key.ended_in_slurmctld_at]
+
     def hold_at(self, live_keys: Iterable[JobKey], now: float) -> float | None:
         """The earliest end of a job slurmctld says ended and accounting has not shown ended (for at
         most HOLD_MAX_S per job), or None when accounting is up to date with slurmctld."""

@@ -25,7 +25,7 @@ from actors.errors import SlurmError
 from actors.logs import job_tag
 from actors.messages import NULL_RAW, BatchDone, JobNudge, QuerierInbox, SlurmBatch, SlurmJobRecord
 from actors.node_states import nodestate_body
-from actors.nudge_queue import NudgeQueue, Query
+from actors.nudge_queue import MAX_JOBS_PER_QUERY, NudgeQueue, Query
 from actors.outbox import NODESTATE_KEY, Outbox
 from actors.runtime import POLL_TIMEOUT_MS, ActorRuntime
 from actors.slurm_call import SlurmCall
@@ -60,6 +60,7 @@ class Querier:
         self.poll_pending: dict[int, tuple[float, set[int]]] = {}  # poll id -> (window end, batch ids)
         self.acknowledged: dict[tuple[str, int], tuple] = {}  # job -> progress the translator has
         self.lag = AccountingLag()
+        self.lag_logged: tuple[list[int], float] = ([], 0.0)  # the lagging jobs last logged, and when
         self.progress_sent: dict[int, dict[tuple[str, int], tuple]] = {}  # poll id -> job -> progress
         self.in_window: set[tuple[str, int]] = set()  # jobs of the current poll's window
         self.nudges = NudgeQueue(rt.config.slurm_query_delay, rt.config.slurm_max_retries)
@@ -159,12 +160,22 @@ class Querier:
             for part in _batches(self.records(rows, live, poll_id)):
                 batch_ids.add(self.send_batch(part, release, "poll", poll_id))
             chunk_start = chunk_end
+        self.confirm_ended_before(start, live)
         self.poll_pending[poll_id] = (self.window_end(now, live), batch_ids)
         self.record_node_states()
         self.facts["polls"] += 1
         self.facts["last_poll_at"] = now
         self.log.info("poll %s..%s: %d batches to the translator", int(start), int(now), len(batch_ids))
         self.finish_poll_if_done(poll_id)
+
+    def confirm_ended_before(self, start: float, live: dict[int, tuple[JobKey, msgspec.Raw]]) -> None:
+        """One `sacct -j` for the jobs slurmctld ended before this window that this process has not
+        seen ended (after a restart: the last MinJobAge of jobs), so that they do not hold the window."""
+        job_ids = self.lag.unconfirmed((key for key, _ in live.values()), before=start)[:MAX_JOBS_PER_QUERY]
+        if job_ids:
+            for key, _ in split_jobs(self.slurm.sacct_jobs(job_ids), "sacct -j"):
+                if key is not None:
+                    self.lag.saw(key)
 
     def window_end(self, now: float, live: dict[int, tuple[JobKey, msgspec.Raw]]) -> float:
         """Where the watermark goes once this poll is acknowledged: now, or the end of the earliest
@@ -178,7 +189,9 @@ class Querier:
                              HOLD_MAX_S)
         if hold is None or hold >= now:
             return now
-        if now - hold > WINDOW_OVERLAP_S:
+        # logged when the set of jobs changes, else once a minute: a poll every few seconds would repeat it
+        if now - hold > WINDOW_OVERLAP_S and (self.lag_logged[0] != self.lag.lagging or now - self.lag_logged[1] >= 60):
+            self.lag_logged = (list(self.lag.lagging), now)
             shown = ", ".join(str(job_id) for job_id in self.lag.lagging[:10])
             self.log.warning("slurmdbd lags: %d job(s) slurmctld ended up to %d s ago are not ended in sacct yet "
                              "(%s%s); the next polls read again from their end", len(self.lag.lagging), now - hold,

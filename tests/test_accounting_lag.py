@@ -100,3 +100,13 @@ def test_jobs_slurmctld_no_longer_holds_are_forgotten():
     assert 37 in lag.ended_seen
     assert lag.hold_at([key for key in live if key.job_id != 37], now=end_of(37, live)) is None
     assert 37 not in lag.ended_seen
+
+
+def test_after_a_restart_the_jobs_slurmctld_ended_before_the_window_are_to_be_confirmed_not_held():
+    live = live_24_11()
+    ran = {key.job_id: key.ended_in_slurmctld_at for key in live if key.ended_in_slurmctld_at}
+    fresh = AccountingLag()
+    assert sorted(fresh.unconfirmed(live, before=max(ran.values()) + 1)) == sorted(ran)
+    assert sorted(fresh.unconfirmed(live, before=end_of(37, live))) == sorted(j for j, e in ran.items() if e < end_of(37, live))
+    confirmed = having_seen(WINDOW_24_11)
+    assert confirmed.unconfirmed(live, before=max(ran.values()) + 1) == []
