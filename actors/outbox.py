@@ -129,6 +129,14 @@ class Outbox(JobJournal):
                 " updated_at, next_try_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(e.sink, e.cluster, e.job_id, e.start_time, e.event, e.body, now, now, next_try_at) for e in events])
             new_rows = db.total_changes - before
+            # a stop that comes after its start was refused is set aside with it, as in mark_failed
+            db.executemany(
+                "UPDATE deliveries SET state = 'failed', last_error = ?, updated_at = ? WHERE sink = ? AND cluster = ?"
+                " AND job_id = ? AND start_time = ? AND event = 'stop_job' AND state = 'pending' AND EXISTS"
+                " (SELECT 1 FROM deliveries s WHERE s.sink = ? AND s.cluster = ? AND s.job_id = ? AND s.start_time = ?"
+                " AND s.event = 'start_job' AND s.state = 'failed')",
+                [(START_REFUSED, now, *key, *key) for key in
+                 {(e.sink, e.cluster, e.job_id, e.start_time) for e in events if e.event == "stop_job"}])
             if seen:
                 self._upsert_seen(db, seen, now)
                 translated = {(e.cluster, e.job_id) for e in events}

@@ -217,6 +217,19 @@ def test_a_refused_start_sets_its_stop_aside_and_requeueing_the_start_brings_bot
         (1, "start_job", 0), (1, "stop_job", 0), (2, "start_job", 0), (2, "stop_job", 0)]
 
 
+def test_a_stop_that_comes_after_its_start_was_refused_is_set_aside_at_once(box):
+    box.enqueue([ev(1), ev(2)])
+    refused = [r for r in box.due("rest", NOW, 2) if r.job_id == 1][0]
+    box.mark_failed(refused.id, 400, "no subcluster for host n9")
+
+    box.enqueue([ev(1, "stop_job"), ev(2, "stop_job")])
+
+    assert [(r.job_id, r.event, r.attempts, r.last_error) for r in box.rows(state="failed")] == [
+        (1, "start_job", 1, "no subcluster for host n9"), (1, "stop_job", 0, START_REFUSED)]
+    assert [(r.job_id, r.event) for r in box.rows(state="pending")] == [(2, "start_job"), (2, "stop_job")]
+    assert box.requeue(refused.id) == 2
+
+
 def test_requeue_of_everything_brings_every_failed_row_back_with_a_fresh_backoff(box):
     box.enqueue([ev(1), ev(2), ev(3)])
     for row in box.due("rest", NOW, 2):
